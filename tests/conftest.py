@@ -1,0 +1,88 @@
+"""Session fixtures: the real test bed (kube-apiserver + etcd + kube-controller-manager with a
+kubelet stand-in, an OPA server, the stock git CLI), on ports picked at run time.
+
+Every process is started through `tests.bed.procs.REGISTRY`, so teardown (or atexit, or the
+death of pytest itself via PR_SET_PDEATHSIG) leaves none behind.
+"""
+
+from __future__ import annotations
+
+import secrets
+from collections.abc import Callable, Iterator
+from pathlib import Path
+from typing import Any
+
+import pytest
+
+from tests.bed import procs
+from tests.bed.controlplane import ControlPlane
+from tests.bed.gitcli import Git
+from tests.bed.kubelet import FakeKubelet
+from tests.bed.opa import OpaServer
+
+ROOT = Path(__file__).resolve().parents[1]
+
+
+def pytest_sessionfinish(session: pytest.Session, exitstatus: int) -> None:
+    procs.REGISTRY.stop_all()
+
+
+@pytest.fixture(scope="session")
+def control_plane(tmp_path_factory: pytest.TempPathFactory) -> Iterator[ControlPlane]:
+    """The shared control plane. Tests on it use unique namespaces and clean up after themselves;
+    tests that stop or break a control plane use `fresh_control_plane` instead."""
+    cp = ControlPlane(tmp_path_factory.mktemp("control-plane"), controller_manager=True).start()
+    kubelet = FakeKubelet(cp.api_client()).start()
+    try:
+        yield cp
+    finally:
+        kubelet.stop()
+        cp.stop()
+
+
+@pytest.fixture
+def fresh_control_plane(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Callable[..., ControlPlane]]:
+    """A factory of private control planes, each stopped at the end of the test."""
+    made: list[ControlPlane] = []
+
+    def make(*, controller_manager: bool = False) -> ControlPlane:
+        cp = ControlPlane(tmp_path_factory.mktemp("fresh-control-plane"),
+                          controller_manager=controller_manager)
+        made.append(cp)
+        return cp.start()
+
+    yield make
+    for cp in made:
+        cp.stop()
+
+
+@pytest.fixture(scope="session")
+def dynamic(control_plane: ControlPlane) -> Any:
+    from kubernetes.dynamic import DynamicClient
+
+    return DynamicClient(control_plane.api_client())
+
+
+@pytest.fixture
+def namespace(dynamic: Any) -> Iterator[str]:
+    """A unique namespace on the shared control plane, deleted after the test."""
+    name = f"t-{secrets.token_hex(4)}"
+    ns_api = dynamic.resources.get(api_version="v1", kind="Namespace")
+    ns_api.create(body={"apiVersion": "v1", "kind": "Namespace", "metadata": {"name": name}})
+    yield name
+    ns_api.delete(name=name)
+
+
+@pytest.fixture(scope="session")
+def opa_server(tmp_path_factory: pytest.TempPathFactory) -> Iterator[OpaServer]:
+    """`opa run --server` over pushgate's own policies/ directory."""
+    server = OpaServer(ROOT / "policies", tmp_path_factory.mktemp("opa")).start()
+    try:
+        yield server
+    finally:
+        server.stop()
+
+
+@pytest.fixture
+def git(tmp_path: Path) -> Git:
+    return Git(tmp_path / "git-home")
