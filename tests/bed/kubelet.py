@@ -77,7 +77,7 @@ class FakeKubelet:
         while not self._stop.wait(self.interval):
             try:
                 self._tick()
-            except Exception as e:  # noqa: BLE001 - the bed keeps running through API hiccups
+            except Exception as e:
                 self.errors.append(repr(e))
 
     def _tick(self) -> None:

@@ -27,7 +27,7 @@ class OpaServer:
         return self
 
     def _healthy(self) -> bool:
-        with urllib.request.urlopen(self.url + "/health", timeout=2) as r:  # noqa: S310
+        with urllib.request.urlopen(self.url + "/health", timeout=2) as r:
             return bool(r.status == 200)
 
     def stop(self) -> None:

@@ -44,7 +44,7 @@ class Proc:
         self._logf = open(log, "ab")  # noqa: SIM115 - lives as long as the process
         self.popen = subprocess.Popen(
             self.argv, stdout=self._logf, stderr=subprocess.STDOUT, stdin=subprocess.DEVNULL,
-            env=env, cwd=cwd, start_new_session=True, preexec_fn=_die_with_parent,  # noqa: PLW1509
+            env=env, cwd=cwd, start_new_session=True, preexec_fn=_die_with_parent,
         )
 
     @property
@@ -67,10 +67,8 @@ class Proc:
     def stop(self, timeout: float = 10.0) -> None:
         if self.alive():
             self.signal(signal.SIGTERM)
-            try:
+            with contextlib.suppress(subprocess.TimeoutExpired):
                 self.popen.wait(timeout)
-            except subprocess.TimeoutExpired:
-                pass
         # The group may still hold children even after the leader exited.
         self.signal(signal.SIGKILL)
         with contextlib.suppress(subprocess.TimeoutExpired):
@@ -119,7 +117,7 @@ def wait_until(predicate: object, timeout: float, what: str, interval: float = 0
         try:
             if predicate():
                 return
-        except Exception as e:  # noqa: BLE001 - polled until it stops failing
+        except Exception as e:
             last = e
         time.sleep(interval)
     extra = on_timeout() if callable(on_timeout) else ""
