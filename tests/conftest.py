@@ -19,6 +19,7 @@ from tests.bed.controlplane import ControlPlane
 from tests.bed.gitcli import Git
 from tests.bed.kubelet import FakeKubelet
 from tests.bed.opa import OpaServer
+from tests.bed.server import Server, make_server
 
 ROOT = Path(__file__).resolve().parents[1]
 
@@ -86,3 +87,24 @@ def opa_server(tmp_path_factory: pytest.TempPathFactory) -> Iterator[OpaServer]:
 @pytest.fixture
 def git(tmp_path: Path) -> Git:
     return Git(tmp_path / "git-home")
+
+
+@pytest.fixture
+def server_factory(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Callable[..., Server]]:
+    """Start `pushgate serve` processes (extra flags as arguments); all stopped after the test."""
+    made: list[Server] = []
+
+    def make(*args: str, env: dict[str, str] | None = None) -> Server:
+        s = make_server(tmp_path_factory.mktemp("pushgate"), *args, env=env)
+        made.append(s)
+        return s
+
+    yield make
+    for s in made:
+        s.stop()
+
+
+@pytest.fixture
+def server(server_factory: Callable[..., Server]) -> Server:
+    """A fresh pushgate server with the embedded engine and pushgate's own policies."""
+    return server_factory()

@@ -1,0 +1,207 @@
+"""The WSGI application: auth -> git smart HTTP (dulwich, our receive handler) -> Flask.
+
+Called by `wsgi` (gunicorn workers) and by tests. `create_app(settings)` builds everything once
+per worker process: the repository, the gate with its policy engine, the Flask API.
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+import os
+import time
+from collections.abc import Iterable, Sequence
+from typing import Any
+
+from dulwich.errors import NotGitRepository
+from dulwich.repo import Repo
+from dulwich.server import Backend
+from dulwich.web import GunzipFilter, HTTPGitApplication, LimitedInputFilter
+from flask import Flask, jsonify
+
+from gitserver import auth, locks, receive, repos
+from gitserver.errors import BadRepoName, ConfigError
+from gitserver.receive import GatedReceivePackHandler, GateUnavailable, Pusher, PushOutcome
+from gitserver.repos import RefUpdate
+from gitserver.settings import Settings
+from pushgate.core import violations as pv
+from pushgate.gate import gate as gatemod
+from pushgate.gate import policies
+from pushgate.gate.embedded import EmbeddedEngine
+from pushgate.gate.opaserver import OpaServerEngine
+from pushgate.gate.sources import GitTree
+
+log = logging.getLogger(__name__)
+PUSH_LOG = "pushes.jsonl"
+
+
+class RefGateAdapter:
+    """The shared gate, seen by the receive handler as a `RefGate`."""
+
+    def __init__(self, gate: gatemod.Gate, gated_refs: Sequence[str]) -> None:
+        self.gate = gate
+        self.gated_refs = {r.encode() for r in gated_refs}
+
+    def gated(self, ref: bytes) -> bool:
+        return ref in self.gated_refs
+
+    def check(self, store: Any, update: RefUpdate, pusher: Pusher, changed: Sequence[str],
+              deadline: float) -> list[pv.Violation]:
+        push = {"pusher": pusher.name, "role": pusher.role, "ref": update.ref.decode(),
+                "changed_paths": list(changed)}
+        try:
+            _build, found = self.gate.check(GitTree(store, update.new), push, deadline)
+        except (policies.EngineUnavailable, gatemod.GateTimeout) as e:
+            raise GateUnavailable(str(e)) from e
+        return found
+
+
+class _Context:
+    """One receive's `ReceiveContext`."""
+
+    def __init__(self, app: PushgateApp, pusher: Pusher) -> None:
+        self.pusher = pusher
+        self.protected: Sequence[bytes] = [r.encode() for r in app.settings.protected_refs]
+        self.gate: receive.RefGate | None = app.ref_gate
+        self.max_pack_bytes = app.settings.max_pack_bytes
+        self.gate_timeout = app.settings.gate_timeout
+        self._app = app
+
+    def on_done(self, outcome: PushOutcome) -> None:
+        self._app.record(outcome)
+
+
+class _Backend(Backend):
+    def __init__(self, app: PushgateApp, user: auth.User) -> None:
+        self.app = app
+        self.context = _Context(app, Pusher(user.name, user.role))
+
+    def open_repository(self, path: str | bytes) -> Any:
+        if isinstance(path, bytes):  # dulwich passes bytes for service requests, str for refs
+            path = path.decode("utf-8", "replace")
+        try:
+            full = repos.repo_path(self.app.settings.data_dir, path)
+        except BadRepoName as e:
+            raise NotGitRepository(str(e)) from e
+        if not os.path.exists(os.path.join(full, "HEAD")):
+            raise NotGitRepository(f"no repository named {path.strip('/')!r}")
+        return Repo(full)
+
+
+def _receive_factory(backend: _Backend, args: Sequence[Any], proto: Any,
+                     stateless_rpc: bool = False, advertise_refs: bool = False) -> Any:
+    handler = GatedReceivePackHandler(backend, args, proto, stateless_rpc=stateless_rpc,
+                                      advertise_refs=advertise_refs)
+    handler.context = backend.context
+    return handler
+
+
+class PushgateApp:
+    def __init__(self, settings: Settings) -> None:
+        self.settings = settings
+        self.repo_path = repos.ensure(settings.data_dir)
+        try:
+            policy_set = policies.load(settings.policies_dir)
+        except policies.PolicyError as e:
+            raise ConfigError(f"--policies: {e}") from e
+        engine: policies.PolicyEngine = (
+            OpaServerEngine(settings.opa_url, policy_set) if settings.opa_url
+            else EmbeddedEngine(policy_set))
+        config = gatemod.GateConfig(
+            include=settings.include, exclude=settings.exclude,
+            kubernetes_version=settings.kubernetes_version,
+            missing_schema=settings.missing_schema, timeout=settings.gate_timeout)
+        try:
+            self.gate = gatemod.Gate(config, engine=engine, kustomize_bin=settings.kustomize)
+        except ValueError as e:
+            raise ConfigError(f"--kubernetes-version: {e}") from e
+        self.ref_gate = RefGateAdapter(self.gate, settings.gated_refs)
+        self.flask = _make_flask(self)
+        self.authenticator = auth.Authenticator(settings.users_file)
+        self.limiter = auth.RateLimiter()
+        git_chain = LimitedInputFilter(GunzipFilter(self._git),
+                                       max_request_size=settings.max_pack_bytes + (1 << 20))
+        self.wsgi = auth.AuthMiddleware(self._guard(git_chain), self.authenticator, self.limiter,
+                                        settings.anonymous_role)
+
+    def _git(self, environ: dict[str, Any], start_response: Any) -> Iterable[bytes]:
+        user = environ.get("pushgate.user") or auth.User("anonymous", "read", "")
+        app = HTTPGitApplication(_Backend(self, user),
+                                 handlers={b"git-receive-pack": _receive_factory},
+                                 fallback_app=self.flask)
+        return app(environ, start_response)
+
+    def _guard(self, inner: Any) -> Any:
+        limit = self.settings.max_pack_bytes
+
+        def guard(environ: dict[str, Any], start_response: Any) -> Iterable[bytes]:
+            length = environ.get("CONTENT_LENGTH") or ""
+            if length.isdigit() and int(length) > limit + (1 << 20):
+                body = f"pushgate: request of {length} bytes exceeds the limit of {limit}\n".encode()
+                start_response("413 Payload Too Large", [("Content-Type", "text/plain"),
+                                                         ("Content-Length", str(len(body)))])
+                return [body]
+            return inner(environ, start_response)  # type: ignore[no-any-return]
+
+        return guard
+
+    def __call__(self, environ: dict[str, Any], start_response: Any) -> Iterable[bytes]:
+        return self.wsgi(environ, start_response)
+
+    def record(self, outcome: PushOutcome) -> None:
+        """Append the push to the data dir's push log (the status page and API read it)."""
+        entry = {
+            "time": time.time(), "pusher": outcome.pusher, "accepted": outcome.accepted,
+            "reason": outcome.reason, "seconds": round(outcome.seconds, 3),
+            "updates": [{"ref": u.ref.decode(errors="replace"), "old": u.old.decode(),
+                         "new": u.new.decode()} for u in outcome.updates],
+            "problems": [str(v) for v in outcome.violations][:200],
+            "options": outcome.options,
+        }
+        path = os.path.join(self.settings.data_dir, PUSH_LOG)
+        with locks.exclusive(path + ".lock"), open(path, "a") as f:
+            f.write(json.dumps(entry) + "\n")
+        log.info("push %s by %s: %s", "accepted" if outcome.accepted else "refused",
+                 outcome.pusher, outcome.reason or "ok")
+
+    def close(self) -> None:
+        self.gate.close()
+
+
+def recent_pushes(data_dir: str, limit: int = 50) -> list[dict[str, Any]]:
+    path = os.path.join(data_dir, PUSH_LOG)
+    try:
+        with open(path) as f:
+            lines = f.readlines()[-limit:]
+    except FileNotFoundError:
+        return []
+    out = []
+    for line in reversed(lines):
+        try:
+            out.append(json.loads(line))
+        except ValueError:
+            continue
+    return out
+
+
+def _make_flask(app: PushgateApp) -> Flask:
+    web = Flask("pushgate")
+
+    @web.get("/healthz")
+    def healthz() -> Any:
+        return jsonify(status="ok")
+
+    @web.get("/readyz")
+    def readyz() -> Any:
+        ok = os.path.exists(os.path.join(app.repo_path, "HEAD"))
+        return jsonify(ready=ok), (200 if ok else 503)
+
+    @web.get("/api/v1/pushes")
+    def pushes() -> Any:
+        return jsonify(pushes=recent_pushes(app.settings.data_dir))
+
+    return web
+
+
+def create_app(settings: Settings) -> PushgateApp:
+    return PushgateApp(settings)

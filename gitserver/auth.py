@@ -1,0 +1,211 @@
+"""Users, roles and the authentication layer in front of everything else.
+
+Called by `app` (the WSGI chain: auth -> git smart HTTP -> Flask) and by `pushgate user add`.
+Tokens are 32 random bytes, so a single SHA-256 is enough to store them (no dictionary to
+attack, unlike passwords); they are compared in constant time. Failed logins are rate-limited
+per client address. The users file is JSON, mode 0600:
+
+    {"users": [{"name": "alice", "role": "write", "token_sha256": "<hex>"}]}
+"""
+
+from __future__ import annotations
+
+import base64
+import contextlib
+import hashlib
+import hmac
+import json
+import os
+import re
+import secrets
+import tempfile
+import threading
+import time
+from collections import deque
+from collections.abc import Callable, Iterable
+from dataclasses import dataclass
+from typing import Any
+
+from gitserver.errors import ConfigError
+
+ROLES = ("read", "write", "admin")
+_NAME = re.compile(r"^[A-Za-z0-9][A-Za-z0-9._@-]{0,63}$")
+_DUMMY = hashlib.sha256(b"pushgate-no-such-user").hexdigest()
+
+
+@dataclass(frozen=True)
+class User:
+    name: str
+    role: str
+    token_sha256: str
+
+    def can(self, role: str) -> bool:
+        return ROLES.index(self.role) >= ROLES.index(role)
+
+
+def _digest(token: str) -> str:
+    return hashlib.sha256(token.encode("utf-8", "surrogateescape")).hexdigest()
+
+
+def load_users(path: str) -> dict[str, User]:
+    """The users file, or ConfigError naming the file and what is wrong with it."""
+    try:
+        with open(path, encoding="utf-8") as f:
+            doc = json.load(f)
+    except FileNotFoundError:
+        raise ConfigError(f"users file {path} does not exist (create it with "
+                          f"'pushgate user add --users {path} NAME --role admin')") from None
+    except (OSError, ValueError) as e:
+        raise ConfigError(f"users file {path} is not readable JSON: {e}") from e
+    users: dict[str, User] = {}
+    items = doc.get("users") if isinstance(doc, dict) else None
+    if not isinstance(items, list):
+        raise ConfigError(f'users file {path} must hold {{"users": [...]}}')
+    for i, u in enumerate(items):
+        if not isinstance(u, dict):
+            raise ConfigError(f"users file {path}: entry {i} is not an object")
+        name, role, digest = u.get("name"), u.get("role"), u.get("token_sha256")
+        if not isinstance(name, str) or not _NAME.match(name):
+            raise ConfigError(f"users file {path}: entry {i} has an invalid name")
+        if role not in ROLES:
+            raise ConfigError(f"users file {path}: user {name} has role {role!r}, "
+                              f"expected one of {', '.join(ROLES)}")
+        if not isinstance(digest, str) or not re.fullmatch(r"[0-9a-f]{64}", digest):
+            raise ConfigError(f"users file {path}: user {name} has no valid token_sha256")
+        users[name] = User(name, role, digest)
+    return users
+
+
+def add_user(path: str, name: str, role: str) -> str:
+    """Add (or re-key) a user; returns the new token, which is stored only as its hash."""
+    if not _NAME.match(name):
+        raise ConfigError(f"invalid user name {name!r}: letters, digits and ._@- only")
+    if role not in ROLES:
+        raise ConfigError(f"invalid role {role!r}: expected one of {', '.join(ROLES)}")
+    users = load_users(path) if os.path.exists(path) else {}
+    token = "pg_" + secrets.token_urlsafe(32)
+    users[name] = User(name, role, _digest(token))
+    doc = {"users": [{"name": u.name, "role": u.role, "token_sha256": u.token_sha256}
+                     for u in sorted(users.values(), key=lambda u: u.name)]}
+    directory = os.path.dirname(os.path.abspath(path))
+    os.makedirs(directory, exist_ok=True)
+    fd, tmp = tempfile.mkstemp(dir=directory, prefix=".users-")
+    with os.fdopen(fd, "w") as f:
+        json.dump(doc, f, indent=2)
+        f.flush()
+        os.fsync(f.fileno())
+    os.chmod(tmp, 0o600)
+    os.replace(tmp, path)
+    return token
+
+
+class Authenticator:
+    """Checks Basic credentials (user name + token) against the users file, reloaded on change."""
+
+    def __init__(self, path: str) -> None:
+        self.path = path
+        self._mtime = 0.0
+        self._users: dict[str, User] = {}
+        self._lock = threading.Lock()
+        self._reload()
+
+    def _reload(self) -> None:
+        mtime = os.stat(self.path).st_mtime
+        if mtime != self._mtime:
+            self._users = load_users(self.path)
+            self._mtime = mtime
+
+    def check(self, name: str, token: str) -> User | None:
+        with self._lock:
+            with contextlib.suppress(OSError, ConfigError):  # keep the last good file
+                self._reload()
+            user = self._users.get(name)
+        expected = user.token_sha256 if user else _DUMMY
+        ok = hmac.compare_digest(_digest(token), expected)
+        return user if ok and user is not None else None
+
+
+class RateLimiter:
+    """At most `limit` failed logins per client address within `window` seconds."""
+
+    def __init__(self, limit: int = 10, window: float = 60.0) -> None:
+        self.limit, self.window = limit, window
+        self._fails: dict[str, deque[float]] = {}
+        self._lock = threading.Lock()
+
+    def blocked(self, client: str) -> bool:
+        with self._lock:
+            q = self._fails.get(client)
+            if not q:
+                return False
+            now = time.monotonic()
+            while q and now - q[0] > self.window:
+                q.popleft()
+            return len(q) >= self.limit
+
+    def fail(self, client: str) -> None:
+        with self._lock:
+            if len(self._fails) > 10_000:
+                self._fails.clear()
+            self._fails.setdefault(client, deque()).append(time.monotonic())
+
+
+def required_role(environ: dict[str, Any]) -> str | None:
+    """The role a request needs; None for the open probe and metrics endpoints."""
+    path = environ.get("PATH_INFO", "")
+    if path in ("/healthz", "/readyz", "/metrics"):
+        return None
+    query = environ.get("QUERY_STRING", "")
+    if path.endswith("/git-receive-pack") or "service=git-receive-pack" in query:
+        return "write"
+    return "read"
+
+
+StartResponse = Callable[..., Any]
+
+
+class AuthMiddleware:
+    def __init__(self, app: Callable[..., Iterable[bytes]], auth: Authenticator,
+                 limiter: RateLimiter, anonymous_role: str | None = None) -> None:
+        self.app, self.auth, self.limiter = app, auth, limiter
+        self.anonymous_role = anonymous_role
+
+    def __call__(self, environ: dict[str, Any], start_response: StartResponse) -> Iterable[bytes]:
+        need = required_role(environ)
+        if need is None:
+            return self.app(environ, start_response)
+        client = environ.get("REMOTE_ADDR", "?")
+        if self.limiter.blocked(client):
+            return _respond(start_response, "429 Too Many Requests",
+                            "pushgate: too many failed logins from your address; wait a minute\n",
+                            [("Retry-After", "60")])
+        user = None
+        header = environ.get("HTTP_AUTHORIZATION", "")
+        if header.startswith("Basic "):
+            try:
+                name, _, token = base64.b64decode(header[6:], validate=True).decode().partition(":")
+            except (ValueError, UnicodeDecodeError):
+                name, token = "", ""
+            user = self.auth.check(name, token)
+            if user is None:
+                self.limiter.fail(client)
+        elif self.anonymous_role is not None:
+            user = User("anonymous", self.anonymous_role, "")
+        if user is None:
+            return _respond(start_response, "401 Unauthorized",
+                            "pushgate: authentication required (user name + token)\n",
+                            [("WWW-Authenticate", 'Basic realm="pushgate"')])
+        if not user.can(need):
+            return _respond(start_response, "403 Forbidden",
+                            f"pushgate: user {user.name} has role {user.role}; "
+                            f"this needs role {need}\n")
+        environ["pushgate.user"] = user
+        return self.app(environ, start_response)
+
+
+def _respond(start_response: StartResponse, status: str, body: str,
+             headers: list[tuple[str, str]] | None = None) -> list[bytes]:
+    data = body.encode()
+    start_response(status, [("Content-Type", "text/plain; charset=utf-8"),
+                            ("Content-Length", str(len(data))), *(headers or [])])
+    return [data]

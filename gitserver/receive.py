@@ -1,0 +1,381 @@
+"""The receive path: dulwich's ReceivePackHandler with our own `handle()`.
+
+Called by dulwich.web for `git-receive-pack`. dulwich 1.2.x writes a push straight into the
+repository, ignores failed compare-and-swaps, cannot parse `shallow` lines and has no push
+options (see the dulwich note), so this handler replaces its flow: parse the commands, shallow
+lines and push options; receive the pack into a quarantine; check ref rules, connectivity and the
+gate; then, only if every ref is accepted, move the packs in and update all refs together under
+the repository lock. Interop tests drive it with the real git CLI (pinned dulwich range).
+"""
+
+from __future__ import annotations
+
+import logging
+import time
+from collections.abc import Callable, Iterable, Sequence
+from dataclasses import dataclass, field
+from typing import Any, Protocol
+
+from dulwich.errors import GitProtocolError
+from dulwich.objects import Commit, Tree
+from dulwich.protocol import (
+    CAPABILITY_ATOMIC,
+    CAPABILITY_DELETE_REFS,
+    CAPABILITY_OFS_DELTA,
+    CAPABILITY_PUSH_OPTIONS,
+    CAPABILITY_QUIET,
+    CAPABILITY_REPORT_STATUS,
+    CAPABILITY_SIDE_BAND_64K,
+    SIDE_BAND_CHANNEL_DATA,
+    SIDE_BAND_CHANNEL_PROGRESS,
+    extract_capabilities,
+    format_ref_line,
+    symref_capabilities,
+)
+from dulwich.refs import check_ref_format
+from dulwich.server import ReceivePackHandler
+
+from gitserver import quarantine, repos
+from gitserver.repos import ZERO, RefUpdate
+from pushgate.core import violations as pv
+
+log = logging.getLogger(__name__)
+
+# pushgate writes these itself (deploy state, results); a push must never move them.
+OWN_REFS = (b"refs/deployed/", b"refs/notes/pushgate")
+MAX_COMMANDS = 1000
+MAX_PUSH_OPTIONS = 32
+
+
+@dataclass(frozen=True)
+class Pusher:
+    name: str
+    role: str
+
+
+@dataclass
+class PushOutcome:
+    """What one push asked for and what became of it (for metrics, logs and the status page)."""
+
+    repo: str
+    pusher: str
+    updates: list[RefUpdate] = field(default_factory=list)
+    accepted: bool = False
+    reason: str = ""
+    violations: list[pv.Violation] = field(default_factory=list)
+    options: list[str] = field(default_factory=list)
+    seconds: float = 0.0
+
+
+class RefGate(Protocol):
+    """Checks the new tip of one gated ref (pushgate.gate adapted by the app)."""
+
+    def gated(self, ref: bytes) -> bool: ...
+
+    def check(self, store: Any, update: RefUpdate, pusher: Pusher, changed: Sequence[str],
+              deadline: float) -> list[pv.Violation]: ...
+
+
+class ReceiveContext(Protocol):
+    """What the app gives every receive: who pushes, which rules hold, what to call after."""
+
+    @property
+    def pusher(self) -> Pusher: ...
+    @property
+    def protected(self) -> Sequence[bytes]: ...
+    @property
+    def gate(self) -> RefGate | None: ...
+    @property
+    def max_pack_bytes(self) -> int: ...
+    @property
+    def gate_timeout(self) -> float: ...
+
+    def on_done(self, outcome: PushOutcome) -> None: ...
+
+
+class GatedReceivePackHandler(ReceivePackHandler):
+    """dulwich's receive-pack, made quarantined, atomic and gated."""
+
+    context: ReceiveContext  # set by the factory in `app`
+    repo: Any  # a dulwich Repo (typed as the narrower BackendRepo upstream)
+
+    def capabilities(self) -> Iterable[bytes]:
+        return [
+            CAPABILITY_REPORT_STATUS, CAPABILITY_DELETE_REFS, CAPABILITY_QUIET, CAPABILITY_ATOMIC,
+            CAPABILITY_OFS_DELTA, CAPABILITY_SIDE_BAND_64K, CAPABILITY_PUSH_OPTIONS,
+            b"object-format=" + self.repo.object_format.name.encode(),
+        ]
+
+    # -- protocol -------------------------------------------------------------------------------
+    def _advertise(self) -> None:
+        refs: list[tuple[bytes, bytes]] = sorted(self.repo.get_refs().items())
+        symrefs = sorted(self.repo.refs.get_symrefs().items())
+        if not refs:
+            refs = [(b"capabilities^{}", ZERO)]
+        caps = list(self.capabilities()) + symref_capabilities(symrefs)
+        self.proto.write_pkt_line(format_ref_line(refs[0][0], refs[0][1], caps))
+        for name, sha in refs[1:]:
+            self.proto.write_pkt_line(format_ref_line(name, sha))
+        self.proto.write_pkt_line(None)
+
+    def _read_request(self) -> tuple[list[RefUpdate], list[bytes], list[str]] | None:
+        line = self.proto.read_pkt_line()
+        if line is None:
+            return None
+        shallow: list[bytes] = []
+        # A shallow client names its boundary commits first (pack-protocol `shallow` lines).
+        while line is not None and line.startswith(b"shallow "):
+            shallow.append(line[8:48])
+            line = self.proto.read_pkt_line()
+        if line is None:
+            return None
+        line, caps = extract_capabilities(line)
+        self.set_client_capabilities(caps)
+        updates: list[RefUpdate] = []
+        while line:
+            parts = line.rstrip(b"\n").split(b" ")
+            if len(parts) != 3 or len(updates) >= MAX_COMMANDS:
+                raise GitProtocolError(f"invalid ref update line {line[:200]!r}")
+            old, new, ref = parts
+            if len(old) != 40 or len(new) != 40:
+                raise GitProtocolError(f"invalid ref update line {line[:200]!r}")
+            updates.append(RefUpdate(ref, old, new))
+            line = self.proto.read_pkt_line()
+        options: list[str] = []
+        if self.has_capability(CAPABILITY_PUSH_OPTIONS):
+            opt = self.proto.read_pkt_line()
+            while opt:
+                if len(options) < MAX_PUSH_OPTIONS:
+                    options.append(opt.rstrip(b"\n").decode("utf-8", "replace")[:200])
+                opt = self.proto.read_pkt_line()
+        return updates, shallow, options
+
+    def _say(self, text: str) -> None:
+        """One `remote:` line for the pusher (side-band channel 2), control bytes stripped."""
+        if self.has_capability(CAPABILITY_SIDE_BAND_64K):
+            self.proto.write_sideband(SIDE_BAND_CHANNEL_PROGRESS,
+                                      (pv.sanitize(text) + "\n").encode("utf-8", "replace"))
+
+    def _report(self, unpack: str, results: Sequence[tuple[bytes, str]]) -> None:
+        lines = [b"unpack " + unpack.encode() + b"\n"]
+        for ref, reason in results:
+            if reason == "ok":
+                lines.append(b"ok " + ref + b"\n")
+            else:
+                one = pv.sanitize(reason)[:300].encode("utf-8", "replace")
+                lines.append(b"ng " + ref + b" " + one + b"\n")
+        if self.has_capability(CAPABILITY_SIDE_BAND_64K):
+            # report-status travels as pkt-lines inside side-band channel 1.
+            buf = b"".join(b"%04x" % (len(x) + 4) + x for x in lines) + b"0000"
+            self.proto.write_sideband(SIDE_BAND_CHANNEL_DATA, buf)
+            self.proto.write_pkt_line(None)
+        else:
+            for x in lines:
+                self.proto.write_pkt_line(x)
+            self.proto.write_pkt_line(None)
+
+    # -- the receive ----------------------------------------------------------------------------
+    def handle(self) -> None:
+        if self.advertise_refs or not self.stateless_rpc:
+            self._advertise()
+            if self.advertise_refs:
+                return
+        request = self._read_request()
+        if request is None:
+            return
+        updates, _shallow, options = request
+        ctx = self.context
+        outcome = PushOutcome(repo=self.repo.path, pusher=ctx.pusher.name, updates=updates,
+                              options=options)
+        start = time.monotonic()
+        q = quarantine.Quarantine(self.repo.object_store.path)
+        try:
+            unpack, results = self._receive(q, updates, outcome)
+        finally:
+            q.close()
+            outcome.seconds = time.monotonic() - start
+        self._report(unpack, results)
+        try:
+            ctx.on_done(outcome)
+        except Exception:  # the push is decided; a failing observer must not turn it into a 500
+            log.exception("post-receive observer failed")
+
+    def _receive(self, q: quarantine.Quarantine, updates: list[RefUpdate],
+                 outcome: PushOutcome) -> tuple[str, list[tuple[bytes, str]]]:
+        def refuse_all(reason: str, per_ref: dict[bytes, str] | None = None,
+                       unpack: str = "ok") -> tuple[str, list[tuple[bytes, str]]]:
+            outcome.reason = reason
+            per_ref = per_ref or {}
+            return unpack, [(u.ref, per_ref.get(u.ref, reason)) for u in updates]
+
+        if any(not u.is_delete for u in updates):
+            try:
+                read_some = getattr(self.proto, "recv", None)
+                q.store.add_thin_pack(self.proto.read, read_some,
+                                      max_input_size=self.context.max_pack_bytes or None)
+            except Exception as e:
+                msg = f"pushgate: pack refused: {str(e).splitlines()[0] if str(e) else type(e).__name__}"
+                if "PackInputTooLarge" in type(e).__name__ or "too large" in str(e).lower():
+                    msg = (f"pushgate: pack larger than the limit of "
+                           f"{self.context.max_pack_bytes} bytes")
+                self._say(msg)
+                return refuse_all(msg, unpack=msg[:100])
+        repos.crashpoint("after-receive")
+
+        per_ref = self._check_refs(q, updates)
+        if per_ref:
+            for ref, why in per_ref.items():
+                self._say(f"{ref.decode(errors='replace')}: {why}")
+            return refuse_all("pushgate: push refused (atomic): another ref was refused",
+                              per_ref)
+
+        gate_reason = self._run_gate(q, updates, outcome)
+        if gate_reason:
+            return refuse_all(gate_reason)
+        repos.crashpoint("after-gate")
+
+        with repos.locked(self.repo.path):
+            repo = self.repo
+            stale = repos.stale(repo, updates)
+            if stale:
+                return refuse_all("fetch first",
+                                  {u.ref: "fetch first" for u in stale})
+            q.migrate()
+            repos.crashpoint("after-migrate")
+            repos.commit(repo, self.repo.path, updates)
+        outcome.accepted = True
+        return "ok", [(u.ref, "ok") for u in updates]
+
+    # -- checks ---------------------------------------------------------------------------------
+    def _check_refs(self, q: quarantine.Quarantine, updates: Sequence[RefUpdate]) -> dict[bytes, str]:
+        problems: dict[bytes, str] = {}
+        seen: set[bytes] = set()
+        store: Any = q.store
+        for u in updates:
+            if u.ref in seen:
+                problems[u.ref] = "pushgate: ref named twice in one push"
+            seen.add(u.ref)
+            if not u.ref.startswith(b"refs/") or not check_ref_format(u.ref):  # type: ignore[arg-type]
+                problems[u.ref] = "pushgate: invalid ref name"
+                continue
+            if u.ref.startswith(OWN_REFS):
+                problems[u.ref] = ("pushgate: refs/deployed/* and refs/notes/pushgate are "
+                                   "written by pushgate only")
+                continue
+            protected = u.ref in self.context.protected
+            if u.is_delete:
+                if protected:
+                    problems[u.ref] = f"pushgate: deleting protected branch {_short(u.ref)} is not allowed"
+                continue
+            if u.new not in store:
+                problems[u.ref] = "pushgate: pushed object missing from the pack"
+                continue
+            missing = _missing_objects(store, self.repo.object_store, u.new)
+            if missing:
+                problems[u.ref] = f"pushgate: incomplete push, missing object {missing.decode()}"
+                continue
+            if u.ref.startswith(b"refs/heads/") and not isinstance(store[u.new], Commit):
+                problems[u.ref] = "pushgate: a branch must point at a commit"
+                continue
+            if protected and not u.is_create and not _is_ancestor(store, u.old, u.new):
+                problems[u.ref] = (f"pushgate: non-fast-forward update of protected branch "
+                                   f"{_short(u.ref)} is not allowed")
+        return problems
+
+    def _run_gate(self, q: quarantine.Quarantine, updates: Sequence[RefUpdate],
+                  outcome: PushOutcome) -> str:
+        gate = self.context.gate
+        if gate is None:
+            return ""
+        found: list[pv.Violation] = []
+        checked = [u for u in updates if not u.is_delete and gate.gated(u.ref)]
+        deadline = time.monotonic() + self.context.gate_timeout
+        for u in checked:
+            self._say(f"pushgate: checking {_short(u.ref)} at {u.new[:12].decode()}")
+            changed = _changed_paths(q.store, u.old, u.new)
+            try:
+                found.extend(gate.check(q.store, u, self.context.pusher, changed, deadline))
+            except GateUnavailable as e:
+                msg = f"pushgate: gate unavailable, push refused: {e}"
+                self._say(msg)
+                return msg
+        outcome.violations = found
+        if not checked:
+            return ""
+        lines = pv.report(found)
+        for line in lines[:-1]:
+            self._say(line)
+        errors = sum(1 for v in found if v.is_error)
+        self._say(f"pushgate: {lines[-1]}")
+        if errors:
+            return f"pushgate: {errors} problem{'s' if errors != 1 else ''} found, see above"
+        return ""
+
+
+class GateUnavailable(Exception):
+    """The gate could not decide (policy engine down, crashed or timed out): fail closed."""
+
+
+def _short(ref: bytes) -> str:
+    r = ref.decode(errors="replace")
+    return r[len("refs/heads/"):] if r.startswith("refs/heads/") else r
+
+
+def _missing_objects(store: Any, main: Any, tip: bytes) -> bytes | None:
+    """The first object the new history needs and nobody has (connectivity check). Objects
+    already in the repository are complete by invariant, so the walk stops there."""
+    todo = [tip]
+    seen: set[bytes] = set()
+    while todo:
+        sha = todo.pop()
+        if sha in seen:
+            continue
+        seen.add(sha)
+        if sha in main:
+            continue
+        if sha not in store:
+            return sha
+        obj = store[sha]
+        if isinstance(obj, Commit):
+            todo.append(obj.tree)
+            todo.extend(obj.parents)
+        elif isinstance(obj, Tree):
+            for entry in obj.iteritems():
+                if entry.mode & 0o170000 == 0o160000:
+                    continue  # a submodule commit lives in another repository
+                todo.append(entry.sha)
+        elif obj.type_name == b"tag":
+            todo.append(obj.object[1])
+    return None
+
+
+def _is_ancestor(store: Any, old: bytes, new: bytes, limit: int = 200_000) -> bool:
+    todo = [new]
+    seen: set[bytes] = set()
+    while todo and len(seen) < limit:
+        sha = todo.pop()
+        if sha == old:
+            return True
+        if sha in seen or sha not in store:
+            continue
+        seen.add(sha)
+        obj = store[sha]
+        if isinstance(obj, Commit):
+            todo.extend(obj.parents)
+    return False
+
+
+def _changed_paths(store: Any, old: bytes, new: bytes) -> list[str]:
+    from dulwich.diff_tree import tree_changes
+
+    new_tree = store[new].tree
+    old_tree = store[old].tree if old != ZERO and old in store else None
+    out = []
+    for change in tree_changes(store, old_tree, new_tree):
+        for side in (change.old, change.new):
+            if side is not None and side.path is not None:
+                out.append(side.path.decode("utf-8", "replace"))
+    return sorted(set(out))
+
+
+HandlerFactory = Callable[..., GatedReceivePackHandler]

@@ -1,0 +1,174 @@
+"""The repositories pushgate serves, under the data directory, and their ref transactions.
+
+Called by `app` (open and create repositories, start-up recovery) and `receive` (the per-repo
+lock and the multi-ref compare-and-swap). A ref transaction is journaled: the journal is written
+and fsynced before the first ref moves and removed after the last, so a crash in between is
+rolled forward at start-up (`recover()`); refs are fsynced before the client hears `ok`.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import re
+from collections.abc import Iterator, Sequence
+from contextlib import contextmanager
+from dataclasses import dataclass
+from typing import Any
+
+from dulwich.repo import Repo
+
+from gitserver import locks, quarantine
+from gitserver.errors import BadRepoName
+
+DEFAULT_REPO = "cluster.git"
+ZERO = b"0" * 40
+_NAME = re.compile(r"^[A-Za-z0-9][A-Za-z0-9._-]{0,99}\.git$")
+_LOCK = "pushgate.lock"
+_JOURNAL = "pushgate-journal.json"
+
+
+@dataclass(frozen=True)
+class RefUpdate:
+    ref: bytes
+    old: bytes
+    new: bytes
+
+    @property
+    def is_delete(self) -> bool:
+        return self.new == ZERO
+
+    @property
+    def is_create(self) -> bool:
+        return self.old == ZERO
+
+
+def check_name(name: str) -> str:
+    """The repository name from a URL path, or BadRepoName. Never resolves outside the data dir."""
+    name = name.strip("/")
+    if not _NAME.match(name) or ".." in name:
+        raise BadRepoName(f"no repository named {name[:100]!r}")
+    return name
+
+
+def repo_path(data_dir: str, name: str) -> str:
+    return os.path.join(data_dir, check_name(name))
+
+
+def ensure(data_dir: str, name: str = DEFAULT_REPO) -> str:
+    """Create the bare repository if missing, HEAD on main, and recover it. Returns its path."""
+    path = repo_path(data_dir, name)
+    if not os.path.exists(os.path.join(path, "HEAD")):
+        os.makedirs(path, exist_ok=True)
+        repo = Repo.init_bare(path)
+        refs: Any = repo.refs
+        refs.set_symbolic_ref(b"HEAD", b"refs/heads/main")
+        # Refuse pack input beyond this at the protocol level too (dulwich honours it).
+        cfg = repo.get_config()
+        cfg.set((b"receive",), b"maxInputSize", b"0")
+        cfg.write_to_path()
+        repo.close()
+    recover(path)
+    return path
+
+
+@contextmanager
+def locked(path: str, timeout: float = 60.0) -> Iterator[None]:
+    with locks.exclusive(os.path.join(path, _LOCK), timeout):
+        yield
+
+
+def recover(path: str) -> list[str]:
+    """Start-up repair: roll a journaled ref transaction forward, remove unlocked quarantines."""
+    notes = []
+    with locked(path):
+        journal = os.path.join(path, _JOURNAL)
+        if os.path.exists(journal):
+            with open(journal) as f:
+                updates = [RefUpdate(u["ref"].encode(), u["old"].encode(), u["new"].encode())
+                           for u in json.load(f)]
+            repo = Repo(path)
+            try:
+                _write_refs(repo, path, updates, roll_forward=True)
+            finally:
+                repo.close()
+            os.unlink(journal)
+            locks.fsync_dir(path)
+            notes.append(f"rolled forward {len(updates)} ref update(s)")
+        removed = quarantine.sweep(os.path.join(path, "objects"))
+        if removed:
+            notes.append(f"removed {len(removed)} stale quarantine(s)")
+    return notes
+
+
+def stale(repo: Any, updates: Sequence[RefUpdate]) -> list[RefUpdate]:
+    """The updates whose `old` no longer matches the ref (someone else pushed first)."""
+    refs: Any = repo.refs
+    out = []
+    for u in updates:
+        try:
+            current = refs[u.ref]
+        except KeyError:
+            current = ZERO
+        if current != u.old:
+            out.append(u)
+    return out
+
+
+def commit(repo: Any, path: str, updates: Sequence[RefUpdate]) -> None:
+    """Apply every update (caller holds `locked(path)` and checked `stale`). Journaled, durable."""
+    journal = os.path.join(path, _JOURNAL)
+    tmp = journal + ".tmp"
+    with open(tmp, "w") as f:
+        json.dump([{"ref": u.ref.decode(), "old": u.old.decode(), "new": u.new.decode()}
+                   for u in updates], f)
+        f.flush()
+        os.fsync(f.fileno())
+    os.replace(tmp, journal)
+    locks.fsync_dir(path)
+    crashpoint("between-journal-and-refs")
+    _write_refs(repo, path, updates, roll_forward=False)
+    os.unlink(journal)
+    locks.fsync_dir(path)
+
+
+def _write_refs(repo: Any, path: str, updates: Sequence[RefUpdate], *, roll_forward: bool) -> None:
+    refs: Any = repo.refs  # dulwich's NewTypes (Ref, ObjectID) are plain bytes at runtime
+    for i, u in enumerate(updates):
+        if i == 1:
+            crashpoint("between-ref-writes")
+        try:
+            current = refs[u.ref]
+        except KeyError:
+            current = ZERO
+        if current == u.new:
+            continue  # already done (roll forward after a crash)
+        if current != u.old:
+            if roll_forward:
+                continue  # moved on since: the journal's intent no longer applies
+            raise RuntimeError(f"ref {u.ref.decode()} moved under the repository lock")
+        if u.is_delete:
+            ok = refs.remove_if_equals(u.ref, u.old)
+        else:
+            ok = (refs.add_if_new(u.ref, u.new) if u.is_create
+                  else refs.set_if_equals(u.ref, u.old, u.new))
+        if not ok:
+            raise RuntimeError(f"compare-and-swap of {u.ref.decode()} failed under the lock")
+        ref_file = os.path.join(path, u.ref.decode())
+        if os.path.exists(ref_file):
+            fd = os.open(ref_file, os.O_RDONLY)
+            try:
+                os.fsync(fd)
+            finally:
+                os.close(fd)
+        locks.fsync_dir(os.path.dirname(ref_file) if os.path.isdir(os.path.dirname(ref_file)) else path)
+
+
+def crashpoint(name: str) -> None:
+    """Die here, as SIGKILL would, when PUSHGATE_CRASHPOINT names this point (fault tests)."""
+    if os.environ.get("PUSHGATE_CRASHPOINT") == name:
+        marker = os.environ.get("PUSHGATE_CRASHPOINT_MARKER")
+        if marker:
+            with open(marker, "a") as f:
+                f.write(name + "\n")
+        os._exit(137)

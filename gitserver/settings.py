@@ -1,0 +1,94 @@
+"""The git server's settings: one frozen value, built once from flags and PUSHGATE_* variables.
+
+Built by `pushgate.cli` and read by `app`; `validate()` checks everything an operator can get
+wrong before anything starts, each failure one line naming the flag or variable to fix.
+"""
+
+from __future__ import annotations
+
+import os
+import shutil
+from dataclasses import dataclass, field
+from pathlib import Path
+
+from gitserver.errors import ConfigError
+
+
+@dataclass(frozen=True)
+class Settings:
+    data_dir: str
+    listen: str = "127.0.0.1:8080"
+    users_file: str = ""
+    policies_dir: str = ""
+    opa_url: str | None = None
+    kubernetes_version: str = "1.37"
+    gated_refs: tuple[str, ...] = ("refs/heads/main",)
+    protected_refs: tuple[str, ...] = ("refs/heads/main",)
+    include: tuple[str, ...] = ("*.yaml", "*.yml", "*.json")
+    exclude: tuple[str, ...] = ()
+    missing_schema: str = "error"
+    max_pack_bytes: int = 100 * 1024 * 1024
+    gate_timeout: float = 30.0
+    workers: int = 2
+    threads: int = 4
+    request_timeout: float = 120.0
+    anonymous_role: str | None = None
+    kustomize: str | None = None
+    extra: dict[str, str] = field(default_factory=dict)
+
+    @property
+    def host_port(self) -> tuple[str, int]:
+        host, _, port = self.listen.rpartition(":")
+        return host or "127.0.0.1", int(port)
+
+
+def default_policies_dir() -> str:
+    """pushgate's own policies/ (next to the package in a checkout)."""
+    return str(Path(__file__).resolve().parents[1] / "policies")
+
+
+def default_kustomize() -> str | None:
+    """The pinned kustomize from scripts/tools.sh's cache, else PUSHGATE_KUSTOMIZE, else none."""
+    env = os.environ.get("PUSHGATE_KUSTOMIZE")
+    if env:
+        return env
+    versions = Path(__file__).resolve().parents[1] / "scripts" / "tools.versions"
+    cache = os.environ.get("PUSHGATE_CACHE") or os.path.join(
+        os.environ.get("XDG_CACHE_HOME") or os.path.expanduser("~/.cache"), "pushgate")
+    if versions.exists():
+        for line in versions.read_text().splitlines():
+            if line.startswith("KUSTOMIZE_VERSION="):
+                candidate = os.path.join(cache, "bin", "kustomize-" + line.split("=", 1)[1].strip())
+                if os.access(candidate, os.X_OK):
+                    return candidate
+    return None
+
+
+def validate(s: Settings) -> None:
+    host, _, port = s.listen.rpartition(":")
+    if not host or not port.isdigit() or not 0 <= int(port) < 65536:
+        raise ConfigError(f"--listen / PUSHGATE_LISTEN {s.listen!r} is not HOST:PORT")
+    if not s.data_dir:
+        raise ConfigError("--data-dir / PUSHGATE_DATA_DIR is required")
+    try:
+        os.makedirs(s.data_dir, exist_ok=True)
+    except OSError as e:
+        raise ConfigError(f"--data-dir {s.data_dir}: cannot create: {e.strerror}") from e
+    if not os.access(s.data_dir, os.W_OK):
+        raise ConfigError(f"--data-dir {s.data_dir} is not writable")
+    if not s.users_file:
+        raise ConfigError("--users / PUSHGATE_USERS is required (anonymous access is off)")
+    if s.missing_schema not in ("error", "warning"):
+        raise ConfigError(f"--missing-schema {s.missing_schema!r}: expected error or warning")
+    if s.anonymous_role not in (None, "read", "write"):
+        raise ConfigError(f"--anonymous-role {s.anonymous_role!r}: expected read or write")
+    if s.kustomize and not (os.access(s.kustomize, os.X_OK) or shutil.which(s.kustomize)):
+        raise ConfigError(f"--kustomize {s.kustomize}: not an executable")
+    if s.opa_url and not s.opa_url.startswith(("http://", "https://")):
+        raise ConfigError(f"--opa-url {s.opa_url!r}: expected an http(s) URL")
+    for name, value in (("--workers", s.workers), ("--threads", s.threads)):
+        if value < 1:
+            raise ConfigError(f"{name} must be at least 1")
+    for ref in s.gated_refs + s.protected_refs:
+        if not ref.startswith("refs/"):
+            raise ConfigError(f"ref {ref!r} must be a full ref name (refs/heads/...)")

@@ -1,0 +1,43 @@
+"""Serving the app with gunicorn (pre-forked workers, threads), the production WSGI server.
+
+Called by `pushgate serve`. Each worker builds its own app (and its own policy worker) after the
+fork; repository recovery runs once in the master before any worker starts.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+from typing import Any
+
+from gunicorn.app.base import BaseApplication
+
+from gitserver.settings import Settings
+
+
+class _Server(BaseApplication):  # type: ignore[misc]
+    def __init__(self, factory: Callable[[], Any], options: dict[str, Any]) -> None:
+        self._factory = factory
+        self._options = options
+        super().__init__()
+
+    def load_config(self) -> None:
+        for key, value in self._options.items():
+            self.cfg.set(key, value)
+
+    def load(self) -> Any:
+        return self._factory()
+
+
+def serve(settings: Settings, factory: Callable[[], Any],
+          on_starting: Callable[[], None] | None = None) -> None:
+    options = {
+        "bind": settings.listen, "workers": settings.workers, "threads": settings.threads,
+        "worker_class": "gthread", "timeout": int(settings.request_timeout),
+        "graceful_timeout": 10, "accesslog": None, "errorlog": "-", "loglevel": "warning",
+        "proc_name": "pushgate", "preload_app": False,
+        # The git protocol streams big bodies; never cap request lines below git's needs.
+        "limit_request_line": 8190,
+    }
+    if on_starting is not None:
+        options["when_ready"] = lambda _server: on_starting()
+    _Server(factory, options).run()

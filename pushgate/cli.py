@@ -1,0 +1,185 @@
+"""The `pushgate` command: serve, validate, user add.
+
+Operator errors (a bad flag or variable, a missing users file, bad policies) print one line
+naming what to fix and exit 2 before anything starts; nothing prints a traceback at a user.
+"""
+
+from __future__ import annotations
+
+import argparse
+import logging
+import os
+import sys
+from collections.abc import Sequence
+
+EXIT_CONFIG = 2
+
+
+def _env(name: str, default: str | None = None) -> str | None:
+    return os.environ.get(f"PUSHGATE_{name}", default)
+
+
+def _parser() -> argparse.ArgumentParser:
+    p = argparse.ArgumentParser(prog="pushgate", description="A policy-gated Git server for Kubernetes.")
+    sub = p.add_subparsers(dest="command", required=True)
+
+    s = sub.add_parser("serve", help="run the gated git server")
+    s.add_argument("--data-dir", default=_env("DATA_DIR"), help="where the bare repositories live")
+    s.add_argument("--listen", default=_env("LISTEN", "127.0.0.1:8080"), help="HOST:PORT")
+    s.add_argument("--users", default=_env("USERS"), help="users file (see 'pushgate user add')")
+    s.add_argument("--policies", default=_env("POLICIES"), help="Rego policy directory")
+    s.add_argument("--opa-url", default=_env("OPA_URL"), help="use this OPA server instead of the "
+                                                              "embedded engine")
+    s.add_argument("--kubernetes-version", default=_env("KUBERNETES_VERSION", "1.37"))
+    s.add_argument("--gated-ref", action="append", default=None,
+                   help="ref checked by the gate (repeatable; default refs/heads/main)")
+    s.add_argument("--protected-ref", action="append", default=None,
+                   help="ref with no force-push or deletion (repeatable; default refs/heads/main)")
+    s.add_argument("--missing-schema", default=_env("MISSING_SCHEMA", "error"),
+                   choices=None, help="error or warning for kinds with no schema")
+    s.add_argument("--max-pack-bytes", default=_env("MAX_PACK_BYTES", str(100 * 1024 * 1024)))
+    s.add_argument("--gate-timeout", default=_env("GATE_TIMEOUT", "30"))
+    s.add_argument("--workers", default=_env("WORKERS", "2"))
+    s.add_argument("--threads", default=_env("THREADS", "4"))
+    s.add_argument("--kustomize", default=_env("KUSTOMIZE"),
+                   help="kustomize binary (default: the pinned one)")
+    s.add_argument("--anonymous-role", default=_env("ANONYMOUS_ROLE"), help="read, to allow anonymous clones")
+
+    v = sub.add_parser("validate", help="run the gate over a working tree (pre-commit, CI)")
+    v.add_argument("directory")
+    v.add_argument("--policies", default=_env("POLICIES"))
+    v.add_argument("--opa-url", default=_env("OPA_URL"))
+    v.add_argument("--kubernetes-version", default=_env("KUBERNETES_VERSION", "1.37"))
+    v.add_argument("--missing-schema", default=_env("MISSING_SCHEMA", "error"))
+    v.add_argument("--kustomize", default=_env("KUSTOMIZE"))
+
+    u = sub.add_parser("user", help="manage users")
+    usub = u.add_subparsers(dest="user_command", required=True)
+    ua = usub.add_parser("add", help="add a user (or give one a new token); prints the token once")
+    ua.add_argument("name")
+    ua.add_argument("--users", default=_env("USERS"), required=_env("USERS") is None)
+    ua.add_argument("--role", required=True, choices=("read", "write", "admin"))
+    return p
+
+
+class _ConfigExit(Exception):
+    pass
+
+
+def _int(flag: str, value: str) -> int:
+    try:
+        return int(value)
+    except ValueError:
+        raise _ConfigExit(f"{flag} {value!r} is not a whole number") from None
+
+
+def _float(flag: str, value: str) -> float:
+    try:
+        return float(value)
+    except ValueError:
+        raise _ConfigExit(f"{flag} {value!r} is not a number") from None
+
+
+def _serve(args: argparse.Namespace) -> int:
+    from gitserver import app, repos, settings, wsgi
+
+    s = settings.Settings(
+        data_dir=args.data_dir or "", listen=args.listen, users_file=args.users or "",
+        policies_dir=args.policies or settings.default_policies_dir(), opa_url=args.opa_url,
+        kubernetes_version=args.kubernetes_version,
+        gated_refs=tuple(args.gated_ref or ("refs/heads/main",)),
+        protected_refs=tuple(args.protected_ref or ("refs/heads/main",)),
+        missing_schema=args.missing_schema,
+        max_pack_bytes=_int("--max-pack-bytes", args.max_pack_bytes),
+        gate_timeout=_float("--gate-timeout", args.gate_timeout),
+        workers=_int("--workers", args.workers), threads=_int("--threads", args.threads),
+        kustomize=args.kustomize or settings.default_kustomize(),
+        anonymous_role=args.anonymous_role,
+    )
+    settings.validate(s)
+    # Build once in the master so every operator error surfaces before a worker forks.
+    app.create_app(s).close()
+    from gitserver import auth
+
+    auth.load_users(s.users_file)
+    for note in repos.recover(os.path.join(s.data_dir, repos.DEFAULT_REPO)):
+        logging.getLogger("pushgate").warning("recovery: %s", note)
+    host, port = s.host_port
+    print(f"pushgate: serving {s.data_dir} on http://{host}:{port}/{repos.DEFAULT_REPO}",
+          file=sys.stderr, flush=True)
+    wsgi.serve(s, lambda: app.create_app(s))
+    return 0
+
+
+def _validate(args: argparse.Namespace) -> int:
+    import time
+
+    from gitserver.settings import default_kustomize, default_policies_dir
+    from pushgate.core import violations as pv
+    from pushgate.gate import gate as gatemod
+    from pushgate.gate import policies
+    from pushgate.gate.embedded import EmbeddedEngine
+    from pushgate.gate.opaserver import OpaServerEngine
+    from pushgate.gate.sources import DirTree
+
+    if not os.path.isdir(args.directory):
+        raise _ConfigExit(f"{args.directory} is not a directory")
+    try:
+        policy_set = policies.load(args.policies or default_policies_dir())
+    except policies.PolicyError as e:
+        raise _ConfigExit(f"--policies: {e}") from e
+    engine: policies.PolicyEngine = (OpaServerEngine(args.opa_url, policy_set) if args.opa_url
+                                     else EmbeddedEngine(policy_set))
+    config = gatemod.GateConfig(kubernetes_version=args.kubernetes_version,
+                                missing_schema=args.missing_schema)
+    try:
+        g = gatemod.Gate(config, engine=engine, kustomize_bin=args.kustomize or default_kustomize())
+    except ValueError as e:
+        raise _ConfigExit(f"--kubernetes-version: {e}") from e
+    try:
+        _b, found = g.check(DirTree(args.directory), {"pusher": os.environ.get("USER", ""),
+                                                       "ref": "", "changed_paths": []},
+                            time.monotonic() + config.timeout)
+    except (policies.EngineUnavailable, gatemod.GateTimeout) as e:
+        print(f"pushgate: gate could not decide: {e}", file=sys.stderr)
+        return 1
+    finally:
+        g.close()
+    for line in pv.report(found):
+        print(line)
+    return 1 if any(v.is_error for v in found) else 0
+
+
+def _user_add(args: argparse.Namespace) -> int:
+    from gitserver import auth
+
+    token = auth.add_user(args.users, args.name, args.role)
+    print(token)
+    return 0
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    logging.basicConfig(level=logging.WARNING, format="%(asctime)s %(levelname)s %(name)s: %(message)s")
+    args = _parser().parse_args(argv)
+    from gitserver.errors import ConfigError
+
+    try:
+        if args.command == "serve":
+            return _serve(args)
+        if args.command == "validate":
+            return _validate(args)
+        return _user_add(args)
+    except (ConfigError, _ConfigExit) as e:
+        print(f"pushgate: {e}", file=sys.stderr)
+        return EXIT_CONFIG
+    except KeyboardInterrupt:
+        return 130
+
+
+if __name__ == "__main__":
+    sys.exit(main())
+
+
+def run() -> None:
+    """Console-script entry point."""
+    sys.exit(main())

@@ -1,0 +1,398 @@
+"""Safe, bounded parsing of YAML streams and JSON text into plain JSON values with line numbers.
+
+Called only by `manifests.load`, for the gate and the reconciler. Pure: no I/O. Pushed files are
+hostile: only str/int/float/bool/null/mapping/list values are built (other tags are problems;
+timestamps stay strings, as the API server wants); YAML nodes are composed here from the parser's
+events, counting depth and alias expansion *while* composing, so a "billion laughs" bomb is refused
+before anything is expanded; duplicate keys and non-string keys (`on:`, `80:`) are problems. JSON
+gets a small strict parser: `json` gives no positions, and YAML rejects tab indentation. A document
+with a problem is left out of `Parsed.documents`; a syntax error or a limit ends the file.
+"""
+
+from __future__ import annotations
+
+import json
+import math
+import re
+from bisect import bisect_right
+from collections.abc import Iterator, Mapping
+from dataclasses import dataclass
+from typing import Any, NoReturn, TypeAlias
+
+import yaml
+from yaml import events
+from yaml.nodes import MappingNode, Node, ScalarNode, SequenceNode
+
+from pushgate.core import violations
+
+_TAG = "tag:yaml.org,2002:"
+_STR, _MAP, _SEQ, _MERGE, _NULL = (_TAG + t for t in ("str", "map", "seq", "merge", "null"))
+_SCALARS = frozenset(_TAG + t for t in ("str", "int", "float", "bool", "null"))
+_KEY_TYPES = {_TAG + "bool": "a boolean", _TAG + "int": "a number", _NULL: "null"}
+
+
+@dataclass(frozen=True, slots=True)
+class Span:
+    """The line a value starts on, and the spans of its fields (list items keyed "0", "1", ...)."""
+
+    line: int
+    children: Mapping[str, Span]
+
+
+_LEAF: Mapping[str, Span] = {}  # shared by every scalar; never mutated
+
+
+@dataclass(frozen=True, slots=True)
+class Document:
+    index: int  # 0-based position in the stream, empty documents included
+    value: Any  # a JSON value: dict, list, str, int, float, bool or None
+    span: Span
+
+
+@dataclass(frozen=True)
+class Parsed:
+    documents: list[Document]
+    problems: list[violations.Violation]
+
+
+@dataclass
+class _Stop(Exception):
+    """A problem after which the rest of the file cannot be trusted or is not worth reading."""
+
+    line: int
+    rule: str
+    message: str
+
+
+# --- YAML ------------------------------------------------------------------------------------
+
+
+# Timestamps stay strings: the API server wants `creationTimestamp: 2020-01-01` as one, and a
+# datetime is not JSON. `=` (YAML 1.1's "value" key) means nothing to Kubernetes either.
+_RESOLVERS = {
+    first: [(tag, rx) for tag, rx in resolvers if tag not in (_TAG + "timestamp", _TAG + "value")]
+    for first, resolvers in yaml.SafeLoader.yaml_implicit_resolvers.items()
+}
+
+
+class _PureLoader(yaml.SafeLoader):
+    yaml_implicit_resolvers = _RESOLVERS
+
+
+_Loader: TypeAlias = "yaml.SafeLoader | yaml.CSafeLoader"  # a string: CSafeLoader needs libyaml
+LOADERS: tuple[type[_Loader], ...] = (_PureLoader,)
+
+if hasattr(yaml, "CSafeLoader"):  # libyaml parses about ten times faster than pure Python
+
+    class _FastLoader(yaml.CSafeLoader):
+        yaml_implicit_resolvers = _RESOLVERS
+
+    LOADERS = (_FastLoader, *LOADERS)
+
+LOADER: type[_Loader] = LOADERS[0]  # the tests run both
+
+
+def _line(node_or_event: Any) -> int:
+    mark = node_or_event.start_mark
+    return int(mark.line) + 1 if mark is not None else 0
+
+
+class _Composer:
+    """Builds nodes from parser events, counting depth and alias expansion as it goes.
+
+    PyYAML's composer builds graphs whose aliases expand to 10^9 nodes, leaving the cost to
+    whoever walks them; here each alias spends its target's expanded size from a per-file budget.
+    """
+
+    def __init__(self, path: str, max_depth: int, max_aliases: int) -> None:
+        # A _Loader: PyYAML's parser API is untyped, and its C and Python stubs differ.
+        self.loader: Any = None
+        self.path, self.max_depth, self.max_aliases = path, max_depth, max_aliases
+        self.expanded = 0  # per file: a bomb split across documents is still a bomb
+        self.anchors: dict[str, Node] = {}
+        self.shapes: dict[int, tuple[int, int]] = {}  # id(collection) -> (expanded size, height)
+        self.open: set[int] = set()  # collections still being composed
+        self.problems: list[violations.Violation] = []
+
+    def documents(self, max_documents: int) -> Iterator[tuple[int, Node, int]]:
+        """(index, root node, number of problems before it) for each document of the stream."""
+        self.loader.get_event()  # StreamStartEvent
+        index = 0
+        while not self.loader.check_event(events.StreamEndEvent):
+            start = self.loader.get_event()  # DocumentStartEvent
+            if index >= max_documents:
+                raise _Stop(_line(start), "yaml.limits", f"more than {max_documents} documents")
+            self.anchors, self.shapes, self.open = {}, {}, set()  # anchors are per document
+            before = len(self.problems)
+            node = self.compose(0)
+            self.loader.get_event()  # DocumentEndEvent
+            yield index, node, before
+            index += 1
+
+    def compose(self, depth: int) -> Node:
+        event = self.loader.get_event()
+        if isinstance(event, events.AliasEvent):
+            return self._alias(event, depth)
+        scalar = isinstance(event, events.ScalarEvent)
+        mapping = isinstance(event, events.MappingStartEvent)
+        kind = ScalarNode if scalar else MappingNode if mapping else SequenceNode
+        tag = event.tag
+        if tag is None or tag == "!":
+            tag = self.loader.resolve(kind, event.value if scalar else None, event.implicit)
+        if not scalar and depth >= self.max_depth:
+            raise _Stop(_line(event), "yaml.limits", f"nesting deeper than {self.max_depth} levels")
+        node = kind(tag, event.value if scalar else [], event.start_mark, event.end_mark)
+        if event.anchor is not None:
+            # YAML lets a later anchor reuse a name; aliases after it mean the new node.
+            self.anchors[event.anchor] = node
+        if scalar:
+            return node
+        self.open.add(id(node))
+        while not self.loader.check_event(events.MappingEndEvent, events.SequenceEndEvent):
+            child = self.compose(depth + 1)
+            node.value.append((child, self.compose(depth + 1)) if mapping else child)
+        node.end_mark = self.loader.get_event().end_mark
+        if mapping:
+            self._check_keys(node)
+        self.open.discard(id(node))
+        return node
+
+    def _alias(self, event: events.AliasEvent, depth: int) -> Node:
+        target = self.anchors.get(event.anchor or "")
+        if target is None:
+            raise _Stop(_line(event), "yaml", f"alias *{event.anchor} has no anchor before it")
+        if id(target) in self.open:
+            raise _Stop(_line(event), "yaml", f"alias *{event.anchor} is inside its own anchor")
+        size, height = self._shape(target)
+        self.expanded += size
+        if self.expanded > self.max_aliases:
+            message = f"aliases expand to more than {self.max_aliases} nodes (a YAML bomb?)"
+            raise _Stop(_line(event), "yaml.limits", message)
+        if depth + height > self.max_depth:
+            raise _Stop(_line(event), "yaml.limits", f"nesting deeper than {self.max_depth} levels")
+        return target
+
+    def _shape(self, node: Node) -> tuple[int, int]:
+        """(expanded size, height) of a complete node; only alias targets are ever measured."""
+        if isinstance(node, ScalarNode):
+            return 1, 0
+        if id(node) not in self.shapes:
+            mapping = isinstance(node, MappingNode)
+            children = [n for kv in node.value for n in kv] if mapping else node.value
+            shapes = [self._shape(child) for child in children]
+            self.shapes[id(node)] = (
+                1 + sum(size for size, _ in shapes),
+                1 + max((height for _, height in shapes), default=0),
+            )
+        return self.shapes[id(node)]
+
+    def _check_keys(self, node: Node) -> None:
+        first_line: dict[str, int] = {}
+        for key, _ in node.value:
+            if key.tag == _MERGE:
+                continue
+            if not isinstance(key, ScalarNode) or key.tag != _STR:
+                message = f"key is a {_kind(key)}, not a string"
+                if isinstance(key, ScalarNode):
+                    what = _KEY_TYPES.get(key.tag, _short(key.tag))
+                    message = f'key "{key.value}" is read as {what}, not a string: quote it'
+                self.problem(key, "yaml.key", message)
+            elif key.value in first_line:
+                message = f'duplicate key "{key.value}" (first at line {first_line[key.value]})'
+                self.problem(key, "yaml.duplicate-key", message)
+            else:
+                first_line[key.value] = _line(key)
+
+    def problem(self, node: Node, rule: str, message: str) -> None:
+        self.problems.append(violations.error(self.path, _line(node), "", rule, message))
+
+
+def _materialise(composer: _Composer, node: Node) -> tuple[Any, Span]:
+    """The JSON value of a node (a fresh tree: aliases are copied), and its spans."""
+    loader = composer.loader
+    if isinstance(node, ScalarNode) and node.tag in _SCALARS:
+        try:
+            value = type(loader).yaml_constructors[node.tag](loader, node)
+        except (ValueError, KeyError, yaml.YAMLError):  # `!!int abc`, `!!bool maybe`
+            value, message = None, f"cannot read {node.value!r} as {_short(node.tag)}"
+            composer.problem(node, "yaml.value", message)
+        if isinstance(value, float) and not math.isfinite(value):
+            composer.problem(node, "yaml.value", f"{node.value} is not a number JSON can hold")
+        return value, Span(_line(node), _LEAF)
+    spans: dict[str, Span] = {}
+    if isinstance(node, SequenceNode) and node.tag == _SEQ:
+        items: list[Any] = []
+        for i, child in enumerate(node.value):
+            value, spans[str(i)] = _materialise(composer, child)
+            items.append(value)
+        return items, Span(_line(node), spans)
+    if isinstance(node, MappingNode) and node.tag == _MAP:
+        try:
+            loader.flatten_mapping(node)  # `<<` merges; explicit keys win over merged ones
+        except yaml.MarkedYAMLError as e:
+            composer.problem(node, "yaml", e.problem or "bad merge")
+            return None, Span(_line(node), _LEAF)
+        fields: dict[str, Any] = {}
+        for key, child in node.value:
+            fields[key.value], span = _materialise(composer, child)
+            spans[key.value] = Span(_line(key), span.children)
+        return fields, Span(_line(node), spans)
+    message = f"tag {_short(node.tag)} is not allowed on a {_kind(node)}: objects are plain JSON"
+    composer.problem(node, "yaml.tag", message)
+    return None, Span(_line(node), _LEAF)
+
+
+def _short(tag: str) -> str:
+    return "!!" + tag.removeprefix(_TAG) if tag.startswith(_TAG) else tag
+
+
+def _kind(node: Node) -> str:
+    return type(node).__name__.removesuffix("Node").lower()
+
+
+def _syntax_problem(path: str, text: str, e: yaml.YAMLError) -> violations.Violation:
+    if isinstance(e, yaml.MarkedYAMLError) and e.problem_mark is not None:
+        line, column, message = e.problem_mark.line + 1, e.problem_mark.column + 1, e.problem
+        if e.context:
+            where = f" at line {e.context_mark.line + 1}" if e.context_mark is not None else ""
+            message = f"{message} ({e.context}{where})"
+    elif isinstance(e, yaml.reader.ReaderError) and isinstance(e.character, int):
+        # libyaml gives a byte offset and PyYAML a character offset: find the character instead.
+        pos = max(text.find(chr(e.character)), 0)
+        line, column = text.count("\n", 0, pos) + 1, pos - text.rfind("\n", 0, pos)
+        message = f"control character U+{e.character:04X} is not allowed in YAML"
+    else:
+        return violations.error(path, 0, "", "yaml", str(e))
+    return violations.error(path, line, "", "yaml", f"line {line}, column {column}: {message}")
+
+
+def parse_yaml(
+    path: str, text: str, *, max_documents: int, max_depth: int, max_alias_expansions: int
+) -> Parsed:
+    """Every non-empty, problem-free document of a YAML stream, and every problem found."""
+    documents: list[Document] = []
+    composer = _Composer(path, max_depth, max_alias_expansions)
+    problems = composer.problems
+    try:
+        composer.loader = LOADER(text)  # PyYAML's pure Reader may already raise here
+        for index, node, before in composer.documents(max_documents):
+            if isinstance(node, ScalarNode) and node.tag == _NULL:
+                continue  # `---` alone, comments only, or `~`: kubectl skips these too
+            if len(problems) > before:
+                continue  # bad keys: the value would hold non-strings or hide a duplicate
+            value, span = _materialise(composer, node)
+            if len(problems) == before:
+                documents.append(Document(index, value, span))
+    except _Stop as e:
+        problems.append(violations.error(path, e.line, "", e.rule, e.message))
+    except yaml.YAMLError as e:
+        problems.append(_syntax_problem(path, text, e))
+    except RecursionError:  # only with a max_depth far above the default
+        problems.append(violations.error(path, 0, "", "yaml.limits", "nesting too deep"))
+    finally:
+        if composer.loader is not None:
+            composer.loader.dispose()
+    return Parsed(documents, problems)
+
+
+# --- JSON ------------------------------------------------------------------------------------
+
+_JSON_WS = re.compile(r"[ \t\n\r]*")
+
+
+def _not_json(constant: str) -> NoReturn:
+    raise ValueError(f"{constant} is not JSON")
+
+
+# Scalars are read by the json module itself (same escapes, numbers and error messages); only
+# objects and arrays are walked here, to record lines and duplicate keys.
+_JSON_SCALARS = json.JSONDecoder(parse_constant=_not_json)
+
+
+class _JsonParser:
+    """Strict JSON (RFC 8259) that records the line of every value and every duplicate key."""
+
+    def __init__(self, path: str, text: str, max_depth: int) -> None:
+        self.path, self.text, self.max_depth, self.pos = path, text, max_depth, 0
+        self.line_starts = [0] + [m.end() for m in re.finditer("\n", text)]
+        self.problems: list[violations.Violation] = []
+
+    def problem(self, line: int, rule: str, message: str) -> None:
+        self.problems.append(violations.error(self.path, line, "", rule, message))
+
+    def fail(self, message: str) -> NoReturn:
+        line = bisect_right(self.line_starts, self.pos)
+        column = self.pos - self.line_starts[line - 1] + 1
+        raise _Stop(line, "json", f"line {line}, column {column}: {message}")
+
+    def skip(self) -> str:
+        """Skip whitespace; the next character, "" at the end."""
+        self.pos = _JSON_WS.match(self.text, self.pos).end()  # type: ignore[union-attr]
+        return self.text[self.pos : self.pos + 1]
+
+    def value(self, depth: int) -> tuple[Any, Span]:
+        first, line = self.skip(), bisect_right(self.line_starts, self.pos)
+        if first in ("{", "["):
+            if depth >= self.max_depth:
+                raise _Stop(line, "json.limits", f"nesting deeper than {self.max_depth} levels")
+            self.pos += 1
+            return self.collection(first == "{", line, depth + 1)
+        try:
+            value, self.pos = _JSON_SCALARS.raw_decode(self.text, self.pos)
+        except json.JSONDecodeError as e:
+            self.pos = e.pos
+            self.fail(e.msg)
+        except ValueError as e:  # NaN, Infinity, or more digits than int() will read
+            self.fail(str(e))
+        if isinstance(value, float) and not math.isfinite(value):  # 1e999
+            self.problem(line, "json.value", "number out of range")
+        return value, Span(line, _LEAF)
+
+    def field(self, fields: dict[str, Any], spans: dict[str, Span], depth: int) -> None:
+        if self.skip() != '"':
+            self.fail("Expecting property name enclosed in double quotes")
+        key, key_span = self.value(depth)
+        if self.skip() != ":":
+            self.fail("Expecting ':' delimiter")
+        self.pos += 1
+        fields[key], span = self.value(depth)
+        if key in spans:
+            message = f'duplicate key "{key}" (first at line {spans[key].line})'
+            self.problem(key_span.line, "json.duplicate-key", message)
+        else:
+            spans[key] = Span(key_span.line, span.children)
+
+    def collection(self, is_object: bool, line: int, depth: int) -> tuple[Any, Span]:
+        close = "}" if is_object else "]"
+        fields: dict[str, Any] = {}
+        items: list[Any] = []
+        spans: dict[str, Span] = {}
+        while self.skip() != close or items or fields:  # only an empty one may close at once
+            if is_object:
+                self.field(fields, spans, depth)
+            else:
+                value, spans[str(len(items))] = self.value(depth)
+                items.append(value)
+            if self.skip() != ",":
+                if self.skip() != close:
+                    self.fail("Expecting ',' delimiter")
+                break
+            self.pos += 1
+        self.pos += 1
+        return (fields if is_object else items), Span(line, spans)
+
+
+def parse_json(path: str, text: str, *, max_depth: int) -> Parsed:
+    """The one JSON value of a file as a document (none if the file is blank), and its problems."""
+    parser = _JsonParser(path, text, max_depth)
+    if not parser.skip():
+        return Parsed([], [])
+    try:
+        value, span = parser.value(0)
+        if parser.skip():
+            parser.fail("Extra data")
+    except _Stop as e:
+        return Parsed([], [*parser.problems, violations.error(path, e.line, "", e.rule, e.message)])
+    except RecursionError:  # only with a max_depth far above the default
+        return Parsed([], [violations.error(path, 0, "", "json.limits", "nesting too deep")])
+    return Parsed([] if parser.problems else [Document(0, value, span)], parser.problems)

@@ -1,0 +1,162 @@
+"""Kustomizations in a tree: which to render, what to refuse, and rendering with pinned kustomize.
+
+Called by `pushgate.gate.gate`. A directory holding `kustomization.yaml` (or `.yml`,
+`Kustomization`) is rendered and its output is what gets checked; one referenced by another
+kustomization (a base, a component) is rendered only through the one that uses it, and files
+under any kustomization directory are checked only through the output. Rendering is offline:
+remote bases, helm charts and plugins are refused before kustomize runs, with the reason.
+"""
+
+from __future__ import annotations
+
+import os
+import posixpath
+import re
+import subprocess
+import tempfile
+from collections.abc import Callable, Iterable
+from dataclasses import dataclass, field
+from typing import Any
+
+import yaml
+
+NAMES = ("kustomization.yaml", "kustomization.yml", "Kustomization")
+ORIGIN = "config.kubernetes.io/origin"
+_REMOTE = re.compile(r"^(?:[a-z][a-z0-9+.-]*://|git@|github\.com/|gitlab\.com/|bitbucket\.org/)|\?ref=|//")
+_REFUSED_FIELDS = {
+    "helmCharts": "helm charts are not rendered by the gate (render them into the repo)",
+    "helmChartInflationGenerator": "helm charts are not rendered by the gate",
+    "generators": "kustomize plugins (generators) are not allowed",
+    "transformers": "kustomize plugins (transformers) are not allowed",
+    "validators": "kustomize plugins (validators) are not allowed",
+}
+
+
+@dataclass(frozen=True)
+class Kustomization:
+    dir: str  # "" for the root
+    file: str  # path of the kustomization file
+    doc: dict[str, Any]
+    refs: tuple[str, ...]  # directories it uses (resources, bases, components), normalised
+
+
+@dataclass
+class Plan:
+    roots: list[Kustomization] = field(default_factory=list)
+    covered_dirs: list[str] = field(default_factory=list)  # every kustomization dir
+    problems: list[tuple[str, str]] = field(default_factory=list)  # (file, message)
+
+    def covers(self, path: str) -> bool:
+        return any(d == "" or path.startswith(d + "/") for d in self.covered_dirs)
+
+
+def plan(files: dict[str, Callable[[], bytes]]) -> Plan:
+    """Find kustomizations among `files` (path -> reader) and decide which are roots."""
+    found: list[Kustomization] = []
+    result = Plan()
+    dirs_in_tree = {posixpath.dirname(p) for p in files}
+    for path in sorted(files):
+        if posixpath.basename(path) not in NAMES:
+            continue
+        d = posixpath.dirname(path)
+        try:
+            doc = yaml.safe_load(files[path]()) or {}
+        except (yaml.YAMLError, UnicodeDecodeError) as e:
+            result.problems.append((path, f"kustomization is not valid YAML: {str(e).splitlines()[0]}"))
+            result.covered_dirs.append(d)
+            continue
+        if not isinstance(doc, dict):
+            result.problems.append((path, "kustomization is not a mapping"))
+            result.covered_dirs.append(d)
+            continue
+        refs = []
+        for key in ("resources", "bases", "components"):
+            for item in doc.get(key) or []:
+                if not isinstance(item, str):
+                    continue
+                if _REMOTE.search(item):
+                    result.problems.append(
+                        (path, f"remote {key[:-1]} {item!r} refused: the gate renders offline; "
+                               f"vendor it into the repository"))
+                    continue
+                target = posixpath.normpath(posixpath.join(d, item))
+                if target.startswith("../") or target == "..":
+                    result.problems.append((path, f"{key[:-1]} {item!r} points outside the repository"))
+                    continue
+                target = "" if target == "." else target
+                if target in dirs_in_tree and any(
+                        posixpath.join(target, n) in files for n in NAMES):
+                    refs.append(target)
+        for key, why in _REFUSED_FIELDS.items():
+            if doc.get(key):
+                result.problems.append((path, why))
+        found.append(Kustomization(d, path, doc, tuple(refs)))
+        result.covered_dirs.append(d)
+    referenced = {r for k in found for r in k.refs}
+    bad_files = {f for f, _ in result.problems}
+    result.roots = [k for k in found if k.dir not in referenced and k.file not in bad_files]
+    return result
+
+
+def render(kustomize_bin: str, root: Kustomization, files: dict[str, Callable[[], bytes]],
+           timeout: float) -> bytes:
+    """`kustomize build` of one root over a materialised copy of the tree, with origin
+    annotations on, so each rendered object can be traced back to its source file."""
+    with tempfile.TemporaryDirectory(prefix="pushgate-kustomize-") as tmp:
+        _materialise(tmp, files)
+        kfile = os.path.join(tmp, root.file)
+        doc = dict(root.doc)
+        meta = list(doc.get("buildMetadata") or [])
+        if "originAnnotations" not in meta:
+            meta.append("originAnnotations")
+        doc["buildMetadata"] = meta
+        with open(kfile, "w") as f:
+            yaml.safe_dump(doc, f)
+        env = {"PATH": "/usr/bin:/bin", "HOME": tmp, "KUSTOMIZE_PLUGIN_HOME": os.path.join(tmp, ".none")}
+        try:
+            res = subprocess.run(
+                [kustomize_bin, "build", os.path.join(tmp, root.dir) if root.dir else tmp],
+                capture_output=True, timeout=timeout, env=env, cwd=tmp, check=False)
+        except subprocess.TimeoutExpired as e:
+            raise RenderError(f"kustomize build exceeded {timeout:.0f}s") from e
+        if res.returncode != 0:
+            msg = res.stderr.decode("utf-8", "replace").replace(tmp + "/", "").replace(tmp, ".")
+            raise RenderError(" ".join(msg.split())[:500] or f"kustomize exit {res.returncode}")
+        return res.stdout
+
+
+class RenderError(Exception):
+    pass
+
+
+def _materialise(tmp: str, files: dict[str, Callable[[], bytes]]) -> None:
+    for path, read in files.items():
+        full = os.path.join(tmp, path)
+        os.makedirs(os.path.dirname(full), exist_ok=True)
+        with open(full, "wb") as f:
+            f.write(read())
+
+
+def origin_of(obj: dict[str, Any], root_dir: str) -> str | None:
+    """The source file of a rendered object (repo-relative), removing the origin annotation."""
+    meta = obj.get("metadata") or {}
+    ann = meta.get("annotations") or {}
+    raw = ann.pop(ORIGIN, None)
+    if not ann and "annotations" in meta:
+        del meta["annotations"]
+    if not isinstance(raw, str):
+        return None
+    try:
+        origin = yaml.safe_load(raw) or {}
+    except yaml.YAMLError:
+        return None
+    rel = origin.get("path") if isinstance(origin, dict) else None
+    if not isinstance(rel, str):
+        rel = origin.get("configuredIn") if isinstance(origin, dict) else None
+    if not isinstance(rel, str):
+        return None
+    return posixpath.normpath(posixpath.join(root_dir, rel))
+
+
+def unreferenced(all_paths: Iterable[str], p: Plan) -> list[str]:
+    return [x for x in all_paths if not p.covers(x)]

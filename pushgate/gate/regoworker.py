@@ -1,0 +1,85 @@
+"""The embedded policy engine's worker process: regopy (rego-cpp) behind a pipe.
+
+Started and supervised by `pushgate.gate.embedded`; never imported by the server itself. rego-cpp
+is native code that can crash the process (a `with input as` + `sprintf` segfaults it), so it
+runs here, where a crash costs one worker, not the server. Protocol: one JSON request per line on
+stdin, one JSON reply per line on stdout.
+
+    {"op": "load", "modules": [[name, source], ...], "entrypoints": [...]}  -> {"ok": true}
+    {"op": "eval", "push": {...} | null, "objects": [...]}  -> {"ok": true, "results": [[[ep, r], ...], ...]}
+"""
+
+from __future__ import annotations
+
+import json
+import sys
+from typing import Any
+
+
+class Worker:
+    def __init__(self) -> None:
+        self.modules: list[tuple[str, str]] = []
+        self.entrypoints: list[str] = []
+        self._bundle: Any = None
+        self._interp: Any = None
+        self._push_key: str | None = None
+
+    def load(self, modules: list[tuple[str, str]], entrypoints: list[str]) -> None:
+        self.modules, self.entrypoints = modules, entrypoints
+        self._build(None)
+
+    def _build(self, push: dict[str, Any] | None) -> None:
+        from regopy import Interpreter
+
+        interp = Interpreter()
+        for name, src in self.modules:
+            interp.add_module(name, src)
+        if push is not None:
+            interp.add_data({"pushgate": {"push": push}})
+        query = "; ".join(f"x{i} := data.{ep.replace('/', '.')}" for i, ep in enumerate(self.entrypoints))
+        bundle = interp.build(query or "true", list(self.entrypoints))
+        if not bundle.ok():
+            raise ValueError(f"policies do not compile: {bundle}")
+        self._interp, self._bundle = interp, bundle
+        self._push_key = json.dumps(push, sort_keys=True) if push is not None else None
+
+    def evaluate(self, push: dict[str, Any] | None, objects: list[Any]) -> list[list[Any]]:
+        key = json.dumps(push, sort_keys=True) if push is not None else None
+        if key != self._push_key:
+            # Data is compiled into the bundle; rebuild only when policies read the push.
+            self._build(push)
+        out = []
+        for obj in objects:
+            self._interp.set_input(obj)
+            row = []
+            for ep in self.entrypoints:
+                res = self._interp.query_bundle_entrypoint(self._bundle, ep)
+                if not res.ok():
+                    raise ValueError(f"{ep}: {str(res)[:500]}")
+                doc = json.loads(str(res))
+                value = doc.get("expressions", [None])[0] if isinstance(doc, dict) else None
+                row.append([ep, value])
+            out.append(row)
+        return out
+
+
+def main() -> None:
+    worker = Worker()
+    for line in sys.stdin:
+        try:
+            req = json.loads(line)
+            if req["op"] == "load":
+                worker.load([tuple(m) for m in req["modules"]], req["entrypoints"])
+                reply: dict[str, Any] = {"ok": True}
+            elif req["op"] == "eval":
+                reply = {"ok": True, "results": worker.evaluate(req.get("push"), req["objects"])}
+            else:
+                reply = {"ok": False, "error": f"unknown op {req.get('op')!r}"}
+        except Exception as e:
+            reply = {"ok": False, "error": f"{type(e).__name__}: {e}"[:2000]}
+        sys.stdout.write(json.dumps(reply) + "\n")
+        sys.stdout.flush()
+
+
+if __name__ == "__main__":
+    main()

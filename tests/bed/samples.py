@@ -1,0 +1,65 @@
+"""Manifests for tests: a valid one of each common kind, and ways to break them."""
+
+from __future__ import annotations
+
+
+def deployment(name: str = "web", namespace: str = "shop", image: str = "nginx:1.27.3",
+               replicas: int = 2) -> str:
+    return f"""apiVersion: apps/v1
+kind: Deployment
+metadata:
+  name: {name}
+  namespace: {namespace}
+  labels:
+    app.kubernetes.io/name: {name}
+spec:
+  replicas: {replicas}
+  selector:
+    matchLabels:
+      app.kubernetes.io/name: {name}
+  template:
+    metadata:
+      labels:
+        app.kubernetes.io/name: {name}
+    spec:
+      containers:
+        - name: {name}
+          image: {image}
+          resources:
+            requests: {{cpu: 50m, memory: 64Mi}}
+            limits: {{cpu: 200m, memory: 128Mi}}
+"""
+
+
+def configmap(name: str = "settings", namespace: str = "shop", value: str = "1") -> str:
+    return f"""apiVersion: v1
+kind: ConfigMap
+metadata:
+  name: {name}
+  namespace: {namespace}
+data:
+  value: "{value}"
+"""
+
+
+def namespace(name: str = "shop") -> str:
+    return f"""apiVersion: v1
+kind: Namespace
+metadata:
+  name: {name}
+"""
+
+
+def service(name: str = "web", namespace: str = "shop") -> str:
+    return f"""apiVersion: v1
+kind: Service
+metadata:
+  name: {name}
+  namespace: {namespace}
+spec:
+  selector:
+    app.kubernetes.io/name: {name}
+  ports:
+    - port: 80
+      targetPort: 8080
+"""
