@@ -14,8 +14,7 @@ from collections.abc import Iterable, Sequence
 from typing import Any
 
 from dulwich.errors import NotGitRepository
-from dulwich.repo import Repo
-from dulwich.server import Backend
+from dulwich.server import Backend, UploadPackHandler
 from dulwich.web import GunzipFilter, HTTPGitApplication, LimitedInputFilter
 from flask import Flask, jsonify
 
@@ -85,7 +84,17 @@ class _Backend(Backend):
             raise NotGitRepository(str(e)) from e
         if not os.path.exists(os.path.join(full, "HEAD")):
             raise NotGitRepository(f"no repository named {path.strip('/')!r}")
-        return Repo(full)
+        return repos.ServedRepo(full)
+
+
+def _upload_factory(backend: _Backend, args: Sequence[Any], proto: Any,
+                    stateless_rpc: bool = False, advertise_refs: bool = False) -> Any:
+    handler = UploadPackHandler(backend, args, proto, stateless_rpc=stateless_rpc,
+                                advertise_refs=advertise_refs)
+    if stateless_rpc and not advertise_refs:
+        repo: Any = handler.repo
+        repo.extra_tips = repos.recent_tips(repo.path)
+    return handler
 
 
 def _receive_factory(backend: _Backend, args: Sequence[Any], proto: Any,
@@ -127,7 +136,8 @@ class PushgateApp:
     def _git(self, environ: dict[str, Any], start_response: Any) -> Iterable[bytes]:
         user = environ.get("pushgate.user") or auth.User("anonymous", "read", "")
         app = HTTPGitApplication(_Backend(self, user),
-                                 handlers={b"git-receive-pack": _receive_factory},
+                                 handlers={b"git-receive-pack": _receive_factory,
+                                           b"git-upload-pack": _upload_factory},
                                  fallback_app=self.flask)
         return app(environ, start_response)
 

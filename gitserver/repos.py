@@ -26,6 +26,8 @@ ZERO = b"0" * 40
 _NAME = re.compile(r"^[A-Za-z0-9][A-Za-z0-9._-]{0,99}\.git$")
 _LOCK = "pushgate.lock"
 _JOURNAL = "pushgate-journal.json"
+_RECENT = "pushgate-recent-tips"
+RECENT_TIPS = 200
 
 
 @dataclass(frozen=True)
@@ -130,6 +132,50 @@ def commit(repo: Any, path: str, updates: Sequence[RefUpdate]) -> None:
     _write_refs(repo, path, updates, roll_forward=False)
     os.unlink(journal)
     locks.fsync_dir(path)
+    _remember_tips(path, [u.old for u in updates if not u.is_create])
+
+
+def _remember_tips(path: str, olds: Sequence[bytes]) -> None:
+    """Keep the last tips each ref had: a fetch whose advertisement predates a push still asks
+    for them in its second, stateless request (C git answers those by reachability)."""
+    if not olds:
+        return
+    f = os.path.join(path, _RECENT)
+    try:
+        with open(f, "rb") as fh:
+            lines = fh.read().split()
+    except FileNotFoundError:
+        lines = []
+    lines = (lines + list(olds))[-RECENT_TIPS:]
+    tmp = f + ".tmp"
+    with open(tmp, "wb") as fh:
+        fh.write(b"\n".join(lines) + b"\n")
+    os.replace(tmp, f)
+
+
+def recent_tips(path: str) -> dict[bytes, bytes]:
+    """Former tips as pseudo-refs, for the want check of a stateless fetch (never advertised)."""
+    try:
+        with open(os.path.join(path, _RECENT), "rb") as fh:
+            shas = [x for x in fh.read().split() if len(x) == 40]
+    except FileNotFoundError:
+        return {}
+    return {b"refs/pushgate/recent/%d" % i: sha for i, sha in enumerate(shas)}
+
+
+class ServedRepo(Repo):
+    """A repository as served to one request; `extra_tips` widens the want check only."""
+
+    extra_tips: dict[bytes, bytes] = {}  # noqa: RUF012 - replaced per instance, never mutated
+
+    def find_missing_objects(self, determine_wants: Any, *args: Any, **kwargs: Any) -> Any:
+        if self.extra_tips:
+            inner, extra = determine_wants, self.extra_tips
+
+            def determine_wants(refs: Any, depth: Any = None) -> Any:
+                return inner({**extra, **refs}, depth)
+
+        return super().find_missing_objects(determine_wants, *args, **kwargs)
 
 
 def _write_refs(repo: Any, path: str, updates: Sequence[RefUpdate], *, roll_forward: bool) -> None:
