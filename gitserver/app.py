@@ -9,6 +9,7 @@ from __future__ import annotations
 import json
 import logging
 import os
+import re
 import time
 from collections.abc import Iterable, Sequence
 from typing import Any
@@ -16,13 +17,14 @@ from typing import Any
 from dulwich.errors import NotGitRepository
 from dulwich.server import Backend, UploadPackHandler
 from dulwich.web import GunzipFilter, HTTPGitApplication, LimitedInputFilter
-from flask import Flask, jsonify
+from flask import Flask, jsonify, request
 
-from gitserver import auth, locks, receive, repos
+from gitserver import auth, receive, repos
 from gitserver.errors import BadRepoName, ConfigError
 from gitserver.receive import GatedReceivePackHandler, GateUnavailable, Pusher, PushOutcome
 from gitserver.repos import RefUpdate
 from gitserver.settings import Settings
+from pushgate import locks
 from pushgate.core import violations as pv
 from pushgate.gate import gate as gatemod
 from pushgate.gate import policies
@@ -151,6 +153,10 @@ class PushgateApp:
                 start_response("413 Payload Too Large", [("Content-Type", "text/plain"),
                                                          ("Content-Length", str(len(body)))])
                 return [body]
+            if environ.get("wsgi.input_terminated"):
+                # The WSGI server (gunicorn) has already de-chunked the body; dulwich would
+                # de-chunk it again and fail every push bigger than git's http.postBuffer.
+                environ.pop("HTTP_TRANSFER_ENCODING", None)
             return inner(environ, start_response)  # type: ignore[no-any-return]
 
         return guard
@@ -171,6 +177,10 @@ class PushgateApp:
         path = os.path.join(self.settings.data_dir, PUSH_LOG)
         with locks.exclusive(path + ".lock"), open(path, "a") as f:
             f.write(json.dumps(entry) + "\n")
+        if outcome.accepted:
+            # Wake the reconciler (it also polls, so a lost wake-up is harmless).
+            with open(os.path.join(self.settings.data_dir, "wake"), "a"):
+                os.utime(os.path.join(self.settings.data_dir, "wake"))
         log.info("push %s by %s: %s", "accepted" if outcome.accepted else "refused",
                  outcome.pusher, outcome.reason or "ok")
 
@@ -205,6 +215,18 @@ def _make_flask(app: PushgateApp) -> Flask:
     def readyz() -> Any:
         ok = os.path.exists(os.path.join(app.repo_path, "HEAD"))
         return jsonify(ready=ok), (200 if ok else 503)
+
+    @web.get("/api/v1/status")
+    def deploy_status() -> Any:
+        branch = request.args.get("branch", "main")
+        if not re.fullmatch(r"[A-Za-z0-9._-]{1,100}", branch):
+            return jsonify(error="bad branch name"), 400
+        try:
+            with open(os.path.join(app.settings.data_dir, "status", f"{branch}.json")) as f:
+                doc = json.load(f)
+        except (FileNotFoundError, ValueError):
+            doc = {"branch": branch, "attached": False, "conditions": []}
+        return jsonify(doc)
 
     @web.get("/api/v1/pushes")
     def pushes() -> Any:

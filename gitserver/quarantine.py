@@ -16,7 +16,7 @@ import shutil
 
 from dulwich.object_store import DiskObjectStore
 
-from gitserver import locks
+from pushgate import locks
 
 PREFIX = "incoming-"
 _LOCK = "quarantine.lock"

@@ -18,13 +18,14 @@ from typing import Any
 
 from dulwich.repo import Repo
 
-from gitserver import locks, quarantine
+from gitserver import quarantine
 from gitserver.errors import BadRepoName
+from pushgate import locks
 
 DEFAULT_REPO = "cluster.git"
 ZERO = b"0" * 40
 _NAME = re.compile(r"^[A-Za-z0-9][A-Za-z0-9._-]{0,99}\.git$")
-_LOCK = "pushgate.lock"
+_LOCK = locks.REPO_LOCK
 _JOURNAL = "pushgate-journal.json"
 _RECENT = "pushgate-recent-tips"
 RECENT_TIPS = 200

@@ -10,6 +10,7 @@ import argparse
 import logging
 import os
 import sys
+import time
 from collections.abc import Sequence
 
 EXIT_CONFIG = 2
@@ -44,6 +45,28 @@ def _parser() -> argparse.ArgumentParser:
     s.add_argument("--kustomize", default=_env("KUSTOMIZE"),
                    help="kustomize binary (default: the pinned one)")
     s.add_argument("--anonymous-role", default=_env("ANONYMOUS_ROLE"), help="read, to allow anonymous clones")
+
+    s.add_argument("--kubeconfig", default=_env("KUBECONFIG_FILE"),
+                   help="attach a cluster: run the reconciler next to the server")
+    s.add_argument("--in-cluster", action="store_true", help="attach the cluster this pod runs in")
+
+    r = sub.add_parser("reconcile", help="run the reconciler over a data dir")
+    r.add_argument("--data-dir", default=_env("DATA_DIR"))
+    r.add_argument("--kubeconfig", default=_env("KUBECONFIG_FILE"),
+                   help="kubeconfig file (default: the in-cluster ServiceAccount)")
+    r.add_argument("--branch", default=_env("BRANCH", "main"))
+    r.add_argument("--inventory-namespace", default=_env("INVENTORY_NAMESPACE", "pushgate-system"))
+    r.add_argument("--prune-protected", action="store_true",
+                   help="also prune Namespaces, PVCs and CRDs removed from Git")
+    r.add_argument("--health-timeout", default=_env("HEALTH_TIMEOUT", "300"))
+    r.add_argument("--kustomize", default=_env("KUSTOMIZE"))
+    r.add_argument("--no-force-conflicts", action="store_true",
+                   help="do not take over fields another manager owns")
+
+    st = sub.add_parser("status", help="show the deploy status")
+    st.add_argument("--data-dir", default=_env("DATA_DIR"))
+    st.add_argument("--branch", default="main")
+    st.add_argument("--json", action="store_true")
 
     v = sub.add_parser("validate", help="run the gate over a working tree (pre-commit, CI)")
     v.add_argument("directory")
@@ -105,9 +128,103 @@ def _serve(args: argparse.Namespace) -> int:
     for note in repos.recover(os.path.join(s.data_dir, repos.DEFAULT_REPO)):
         logging.getLogger("pushgate").warning("recovery: %s", note)
     host, port = s.host_port
+    reconciler = None
+    if args.kubeconfig or args.in_cluster:
+        if args.kubeconfig and not os.path.isfile(args.kubeconfig):
+            raise _ConfigExit(f"--kubeconfig {args.kubeconfig} does not exist")
+        # The reconciler runs as its own process (as in the deploy shape), never a thread in
+        # gunicorn's forking master.
+        import subprocess
+
+        argv = [sys.executable, "-m", "pushgate.cli", "reconcile", f"--data-dir={s.data_dir}"]
+        if args.kubeconfig:
+            argv.append(f"--kubeconfig={args.kubeconfig}")
+        if s.kustomize:
+            argv.append(f"--kustomize={s.kustomize}")
+        reconciler = subprocess.Popen(argv)
     print(f"pushgate: serving {s.data_dir} on http://{host}:{port}/{repos.DEFAULT_REPO}",
           file=sys.stderr, flush=True)
-    wsgi.serve(s, lambda: app.create_app(s))
+    try:
+        wsgi.serve(s, lambda: app.create_app(s))
+    finally:
+        if reconciler is not None:
+            reconciler.terminate()
+            try:
+                reconciler.wait(10)
+            except subprocess.TimeoutExpired:
+                reconciler.kill()
+    return 0
+
+
+def _reconcile(args: argparse.Namespace) -> int:
+    import signal
+    import threading
+
+    from gitserver.settings import default_kustomize
+    from reconciler.cluster import Cluster
+    from reconciler.loop import Reconciler
+
+    if not args.data_dir:
+        raise _ConfigExit("--data-dir / PUSHGATE_DATA_DIR is required")
+    if args.kubeconfig:
+        if not os.path.isfile(args.kubeconfig):
+            raise _ConfigExit(f"--kubeconfig {args.kubeconfig} does not exist")
+        _check_kubeconfig(args.kubeconfig)
+    elif not os.environ.get("KUBERNETES_SERVICE_HOST"):
+        raise _ConfigExit("--kubeconfig is required outside a cluster")
+    health_timeout = _float("--health-timeout", args.health_timeout)
+    force = not args.no_force_conflicts
+
+    def connect() -> Cluster:
+        return Cluster.from_kubeconfig(args.kubeconfig, force_conflicts=force)
+
+    loop = Reconciler(args.data_dir, connect, branch=args.branch,
+                      inventory_namespace=args.inventory_namespace,
+                      health_timeout=health_timeout, kustomize=args.kustomize or default_kustomize(),
+                      prune_protected=args.prune_protected)
+    stop = threading.Event()
+    signal.signal(signal.SIGTERM, lambda *_: stop.set())
+    print(f"pushgate: reconciling {args.data_dir} branch {args.branch}", file=sys.stderr, flush=True)
+    loop.run(stop)
+    return 0
+
+
+def _check_kubeconfig(path: str) -> None:
+    from kubernetes import config
+
+    try:
+        config.new_client_from_config(config_file=path)  # type: ignore[no-untyped-call]
+    except Exception as e:  # the client raises several types for a bad file
+        raise _ConfigExit(f"--kubeconfig {path} is not usable: {str(e).splitlines()[0][:200]}") from e
+
+
+def _status(args: argparse.Namespace) -> int:
+    import json
+
+    if not args.data_dir:
+        raise _ConfigExit("--data-dir / PUSHGATE_DATA_DIR is required")
+    path = os.path.join(args.data_dir, "status", f"{args.branch}.json")
+    try:
+        with open(path) as f:
+            doc = json.load(f)
+    except FileNotFoundError:
+        print(f"pushgate: no deploy status yet for branch {args.branch} (is a reconciler attached?)")
+        return 1
+    if args.json:
+        print(json.dumps(doc, indent=2, sort_keys=True))
+        return 0
+    for c in doc.get("conditions", []):
+        print(f"{c['type']:<12} {c['status']:<6} {c['reason']}: {c['message']}")
+    print(f"last attempted: {doc.get('lastAttemptedRevision', '-')}")
+    print(f"last applied:   {doc.get('lastAppliedRevision', '-')}")
+    cl = doc.get("cluster") or {}
+    if cl and not cl.get("reachable", True):
+        print(f"cluster: UNREACHABLE since {time.strftime('%H:%M:%S', time.localtime(cl['since']))}: "
+              f"{cl.get('message', '')}")
+    for o in doc.get("objects", []):
+        print(f"  {o['ref']:<50} {o['action']:<12} {o.get('health', ''):<10} {o.get('message', '')}")
+    for h in doc.get("history", [])[:10]:
+        print(f"  {h['revision'][:12]} {h['result']:<12} {h.get('message', '')[:60]}")
     return 0
 
 
@@ -168,6 +285,10 @@ def main(argv: Sequence[str] | None = None) -> int:
             return _serve(args)
         if args.command == "validate":
             return _validate(args)
+        if args.command == "reconcile":
+            return _reconcile(args)
+        if args.command == "status":
+            return _status(args)
         return _user_add(args)
     except (ConfigError, _ConfigExit) as e:
         print(f"pushgate: {e}", file=sys.stderr)

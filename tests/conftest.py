@@ -7,6 +7,7 @@ death of pytest itself via PR_SET_PDEATHSIG) leaves none behind.
 
 from __future__ import annotations
 
+import contextlib
 import secrets
 from collections.abc import Callable, Iterator
 from pathlib import Path
@@ -108,3 +109,18 @@ def server_factory(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Callabl
 def server(server_factory: Callable[..., Server]) -> Server:
     """A fresh pushgate server with the embedded engine and pushgate's own policies."""
     return server_factory()
+
+
+@pytest.fixture
+def attached_server(server_factory: Callable[..., Server], control_plane: ControlPlane,
+                    dynamic: Any) -> Iterator[Server]:
+    """pushgate serve with the reconciler attached to the shared control plane, its ApplySet
+    parent in a namespace of its own (deleted after the test, with what it applied)."""
+    inv_ns = f"pg-inv-{secrets.token_hex(3)}"
+    s = server_factory(f"--kubeconfig={control_plane.kubeconfig}",
+                       env={"PUSHGATE_INVENTORY_NAMESPACE": inv_ns, "PUSHGATE_HEALTH_TIMEOUT": "120"})
+    yield s
+    s.stop()
+    ns_api = dynamic.resources.get(api_version="v1", kind="Namespace")
+    with contextlib.suppress(Exception):
+        ns_api.delete(name=inv_ns)

@@ -25,9 +25,12 @@ _PACKAGE = re.compile(r"^\s*package\s+([A-Za-z_][\w.]*)\s*$", re.M)
 _RULE_HEAD = re.compile(r"^(deny|violation|warn)\b", re.M)
 # Rego v0 rule heads that OPA 1.x refuses but regopy silently accepts (with other meaning).
 _V0_HEADS = (
-    re.compile(r"^\s*[A-Za-z_]\w*\s*\[[^\]]*\]\s*\{", re.M),  # deny[msg] {
-    re.compile(r"^\s*[A-Za-z_]\w*\s*\{", re.M),  # allow {
+    re.compile(r"^[ \t]*[A-Za-z_]\w*\s*\[[^\]]*\]\s*\{", re.M),  # deny[msg] {
+    re.compile(r"^[ \t]*[A-Za-z_]\w*\s*\{", re.M),  # allow {
 )
+# `with input as` in a policy module aborts regopy 1.5.2 when it compiles the policies, so every
+# push would be refused as "engine crashed"; refuse it at start-up instead (tests may use it).
+_WITH_INPUT = re.compile(r"\bwith\s+input\b[\w.\[\]\"]*\s+as\b")
 
 
 class PolicyError(Exception):
@@ -97,6 +100,11 @@ def _parse(rel: str, src: str) -> Module:
             raise PolicyError(
                 f"{rel}:{line}: not valid Rego v1: rule head {m.group(0).strip()!r} needs "
                 f"'contains'/'if' (e.g. 'deny contains msg if {{')")
+    m = _WITH_INPUT.search(code)
+    if m:
+        line = code.count("\n", 0, m.start()) + 1
+        raise PolicyError(f"{rel}:{line}: 'with input as' is not allowed in a policy (it crashes the "
+                          f"embedded engine): read input directly; only *_test.rego may use 'with'")
     rules = tuple(sorted({m.group(1) for m in _RULE_HEAD.finditer(code)}))
     return Module(rel, pkg.group(1), src, rules)
 

@@ -12,6 +12,7 @@ stdin, one JSON reply per line on stdout.
 from __future__ import annotations
 
 import json
+import os
 import sys
 from typing import Any
 
@@ -44,6 +45,12 @@ class Worker:
         self._push_key = json.dumps(push, sort_keys=True) if push is not None else None
 
     def evaluate(self, push: dict[str, Any] | None, objects: list[Any]) -> list[list[Any]]:
+        for doc in [push, *objects]:
+            if _holds_nul(doc):
+                # regopy hands strings to C as NUL-terminated: it would decide on a truncated
+                # string (`{"hostNetwork\0": false, "hostNetwork": true}` passes). Fail closed.
+                raise ValueError("a pushed object holds a NUL character (U+0000), which the "
+                                 "embedded policy engine cannot evaluate faithfully")
         key = json.dumps(push, sort_keys=True) if push is not None else None
         if key != self._push_key:
             # Data is compiled into the bundle; rebuild only when policies read the push.
@@ -63,7 +70,27 @@ class Worker:
         return out
 
 
+def _holds_nul(value: Any) -> bool:
+    todo = [value]
+    while todo:
+        v = todo.pop()
+        if isinstance(v, str):
+            if "\x00" in v:
+                return True
+        elif isinstance(v, dict):
+            if any("\x00" in k for k in v):
+                return True
+            todo.extend(v.values())
+        elif isinstance(v, list):
+            todo.extend(v)
+    return False
+
+
 def main() -> None:
+    # rego-cpp prints some evaluation errors (a yaml.unmarshal or json.unmarshal parse error) on
+    # fd 1, which is the reply pipe: answer on a private copy of it and point fd 1 at stderr.
+    replies = os.fdopen(os.dup(1), "w", encoding="utf-8")
+    os.dup2(2, 1)
     worker = Worker()
     for line in sys.stdin:
         try:
@@ -77,8 +104,8 @@ def main() -> None:
                 reply = {"ok": False, "error": f"unknown op {req.get('op')!r}"}
         except Exception as e:
             reply = {"ok": False, "error": f"{type(e).__name__}: {e}"[:2000]}
-        sys.stdout.write(json.dumps(reply) + "\n")
-        sys.stdout.flush()
+        replies.write(json.dumps(reply) + "\n")
+        replies.flush()
 
 
 if __name__ == "__main__":

@@ -1,6 +1,7 @@
 """File locks shared by threads and worker processes (flock on a lock file).
 
-Used by `repos` (one lock per repository, held while refs and packs move) and `quarantine`
+Used by gitserver.repos and the reconciler (one lock per repository, `REPO_LOCK`, held while
+refs, packs and notes move) and gitserver.quarantine
 (one lock per quarantine directory, held while it is in use, so start-up cleanup of another
 replica never removes a live push). flock locks belong to an open file description, so two
 threads that each open the file exclude each other just like two processes do.
@@ -13,6 +14,8 @@ import os
 import time
 from collections.abc import Iterator
 from contextlib import contextmanager
+
+REPO_LOCK = "pushgate.lock"  # in the bare repository directory
 
 
 @contextmanager

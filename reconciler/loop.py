@@ -1,0 +1,225 @@
+"""The reconcile loop: level-triggered, it drives the cluster to `refs/heads/<branch>` and then
+moves `refs/deployed/<branch>`.
+
+Run by `pushgate reconcile` (its own process, the deploy shape) or started by `pushgate serve
+--kubeconfig`. Woken by the git server touching `<data-dir>/wake` and by a short poll, so a lost
+wake-up or a crash between push and apply is harmless. API outages back off and converge;
+permanent failures wait for a new commit; every pass ends by writing the status once.
+"""
+
+from __future__ import annotations
+
+import logging
+import os
+import threading
+import time
+from collections.abc import Callable
+from typing import Any
+
+from reconciler import errors, health, status
+from reconciler.apply import Applier, ApplyReport
+from reconciler.cluster import Cluster
+from reconciler.gitstate import GitState
+from reconciler.inventory import Entry
+
+log = logging.getLogger(__name__)
+WAKE_FILE = "wake"
+
+
+class Reconciler:
+    def __init__(self, data_dir: str, connect: Callable[[], Cluster], *, branch: str = "main",
+                 inventory_namespace: str = "pushgate-system", poll: float = 1.0,
+                 health_timeout: float = 300.0, kustomize: str | None = None,
+                 prune_protected: bool = False, max_backoff: float = 30.0) -> None:
+        self.data_dir = data_dir
+        self.connect = connect
+        self.branch = branch
+        self.inventory_namespace = inventory_namespace
+        self.poll = poll
+        self.health_timeout = health_timeout
+        self.prune_protected = prune_protected
+        self.max_backoff = max_backoff
+        self.git = GitState(data_dir, branch, kustomize=kustomize)
+        self.cluster: Cluster | None = None
+        self.doc = status.load(data_dir, branch)
+        self._retry_at = 0.0
+        self._backoff = 1.0
+        self._tracking: dict[str, Any] | None = None  # the applied commit whose health we follow
+        self._wake_mtime = 0.0
+
+    # -- the loop -------------------------------------------------------------------------------
+    def run(self, stop: threading.Event) -> None:
+        while not stop.is_set():
+            try:
+                self.step()
+            except Exception:  # the loop must survive anything; the status says what happened
+                log.exception("reconcile pass failed")
+                self._retry_later()
+            self._sleep(stop)
+
+    def _sleep(self, stop: threading.Event) -> None:
+        wake = os.path.join(self.data_dir, WAKE_FILE)
+        deadline = time.monotonic() + self.poll
+        while not stop.is_set() and time.monotonic() < deadline:
+            try:
+                mtime = os.stat(wake).st_mtime
+            except FileNotFoundError:
+                mtime = 0.0
+            if mtime != self._wake_mtime:
+                self._wake_mtime = mtime
+                return
+            stop.wait(0.1)
+
+    def step(self) -> None:
+        head = self.git.head()
+        if head is None:
+            return
+        if time.monotonic() < self._retry_at:
+            return
+        if self.cluster is None and not self._connect():
+            return
+        attempted = self.doc.get("lastAttemptedRevision")
+        temporary = self.doc.get("lastResultTemporary", False)
+        if head != attempted or (temporary and head != self.doc.get("lastAppliedRevision")):
+            self.reconcile(head)
+        elif self._tracking is not None:
+            self._follow_health()
+
+    def _connect(self) -> bool:
+        try:
+            self.cluster = self.connect()
+        except errors.ClusterError as e:
+            self._outage(e)
+            return False
+        except Exception as e:  # a kubeconfig that went bad, a TLS failure: report, retry
+            self._outage(errors.Unavailable(f"cannot connect: {type(e).__name__}: {e}"))
+            return False
+        return True
+
+    def _outage(self, e: errors.ClusterError) -> None:
+        cl = self.doc.get("cluster") or {}
+        if cl.get("reachable", True):
+            cl = {"reachable": False, "since": time.time()}
+        cl["message"] = f"{e.reason}: {e.message}"[:500]
+        self.doc["cluster"] = cl
+        status.set_condition(self.doc, "Reconciling", False, "ClusterUnavailable", cl["message"])
+        status.set_condition(self.doc, "Ready", False, "ClusterUnavailable",
+                             f"API server unavailable, retrying: {cl['message']}")
+        status.save(self.data_dir, self.branch, self.doc)
+        self.cluster = None
+        self._retry_later()
+
+    def _retry_later(self) -> None:
+        self._retry_at = time.monotonic() + self._backoff
+        self._backoff = min(self._backoff * 2, self.max_backoff)
+
+    # -- one commit -----------------------------------------------------------------------------
+    def reconcile(self, head: str) -> None:
+        assert self.cluster is not None
+        if self._tracking and self._tracking["revision"] != head:
+            self._finish(self._tracking, "Superseded", f"superseded by {head}")
+        self.doc["lastAttemptedRevision"] = head
+        status.set_condition(self.doc, "Reconciling", True, "Progressing", f"applying {head[:12]}")
+        status.save(self.data_dir, self.branch, self.doc)
+        objects, problems = self.git.objects(head)
+        if problems:
+            msg = "; ".join(str(p) for p in problems[:5])
+            self._stalled(head, "BuildFailed", msg)
+            return
+        applier = Applier(self.cluster, branch=self.branch,
+                          inventory_namespace=self.inventory_namespace,
+                          prune_protected=self.prune_protected, progress=self._progress)
+        try:
+            report = applier.apply(objects, head)
+        except errors.Temporary as e:
+            self.doc["lastResultTemporary"] = True
+            self._outage(e)
+            return
+        except errors.Permanent as e:
+            self._stalled(head, e.reason, e.message)
+            return
+        self._backoff = 1.0
+        self.doc["cluster"] = {"reachable": True, "since": time.time(), "message": ""}
+        temporary = any(not r.permanent for r in report.failures)
+        self.doc["lastResultTemporary"] = temporary
+        if temporary:
+            self._retry_later()
+        if not report.failures:
+            self.git.mark_deployed(head)
+            self.doc["lastAppliedRevision"] = head
+        status.set_condition(self.doc, "Stalled", False, "Applied", "")
+        self._tracking = {"revision": head, "report": report, "started": time.monotonic()}
+        self.doc["objects"] = [self._object_row(r) for r in report.results]
+        self._follow_health()
+
+    def _progress(self, message: str) -> None:
+        self.doc["progress"] = [*self.doc.get("progress", [])[-200:],
+                                {"time": time.time(), "revision": self.doc.get("lastAttemptedRevision"),
+                                 "message": message}]
+
+    def _stalled(self, head: str, reason: str, message: str) -> None:
+        self.doc["lastResultTemporary"] = False
+        status.set_condition(self.doc, "Stalled", True, reason, message)
+        status.set_condition(self.doc, "Reconciling", False, reason, message)
+        status.set_condition(self.doc, "Ready", False, reason, message)
+        self._tracking = None
+        entry = {"revision": head, "result": "Failed", "reason": reason, "message": message,
+                 "time": time.time()}
+        status.record_commit(self.doc, {**entry, **self.git.commit_info(head)})
+        self.git.note(head, f"pushgate: Failed ({reason})\n{message}\n")
+        status.save(self.data_dir, self.branch, self.doc)
+
+    @staticmethod
+    def _object_row(r: Any) -> dict[str, Any]:
+        return {"ref": r.ref, "action": r.action, "reason": r.reason, "message": r.message,
+                "health": "", "healthMessage": ""}
+
+    def _follow_health(self) -> None:
+        assert self._tracking is not None and self.cluster is not None
+        report: ApplyReport = self._tracking["report"]
+        healths = []
+        rows = {row["ref"]: row for row in self.doc.get("objects", [])}
+        for r in report.applied:
+            try:
+                live = self._live(r.entry)
+            except errors.Temporary as e:
+                self._outage(e)
+                return
+            h = health.assess(live)
+            healths.append(h)
+            if r.ref in rows:
+                rows[r.ref]["health"], rows[r.ref]["healthMessage"] = h.status, h.message
+        verdict, reason = health.verdict(healths, len(report.failures))
+        if verdict == "Progressing" and \
+                time.monotonic() - self._tracking["started"] > self.health_timeout:
+            verdict, reason = "Failed", f"not healthy after {self.health_timeout:.0f}s: {reason}"
+        revision = self._tracking["revision"]
+        ready = verdict == "Ready"
+        status.set_condition(self.doc, "Ready", ready, verdict, f"{revision[:12]}: {reason}")
+        status.set_condition(self.doc, "Reconciling", verdict == "Progressing", verdict, reason)
+        self.doc["result"] = {"revision": revision, "verdict": verdict, "reason": reason}
+        if verdict != "Progressing":
+            self._finish(self._tracking, verdict, reason)
+        status.save(self.data_dir, self.branch, self.doc)
+
+    def _live(self, e: Entry) -> dict[str, Any] | None:
+        assert self.cluster is not None
+        return self.cluster.get(e.api_version, e.kind, e.name, e.namespace)
+
+    def _finish(self, tracking: dict[str, Any], verdict: str, reason: str) -> None:
+        revision = tracking["revision"]
+        report: ApplyReport = tracking["report"]
+        rows = {row["ref"]: row for row in self.doc.get("objects", [])}
+        counts = {a: sum(1 for r in report.results if r.action == a)
+                  for a in ("applied", "failed", "pruned", "prune-failed")}
+        lines = [f"pushgate: {verdict} ({reason})", f"revision: {revision}",
+                 ", ".join(f"{k}: {v}" for k, v in counts.items())]
+        for r in report.results:
+            row = rows.get(r.ref, {})
+            health_part = f" {row.get('health')}" if row.get("health") else ""
+            lines.append(f"{r.line()}{health_part}")
+        self.git.note(revision, "\n".join(lines) + "\n")
+        status.record_commit(self.doc, {"revision": revision, "result": verdict, "reason": reason,
+                                        "time": time.time(), **counts,
+                                        **self.git.commit_info(revision)})
+        self._tracking = None
