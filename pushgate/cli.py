@@ -60,6 +60,8 @@ def _parser() -> argparse.ArgumentParser:
                    help="also prune Namespaces, PVCs and CRDs removed from Git")
     r.add_argument("--health-timeout", default=_env("HEALTH_TIMEOUT", "300"))
     r.add_argument("--kustomize", default=_env("KUSTOMIZE"))
+    r.add_argument("--drift", default=_env("DRIFT", "correct"), choices=("correct", "detect", "off"),
+                   help="correct out-of-band changes (default), only report them, or ignore them")
     r.add_argument("--no-force-conflicts", action="store_true",
                    help="do not take over fields another manager owns")
 
@@ -181,7 +183,7 @@ def _reconcile(args: argparse.Namespace) -> int:
     loop = Reconciler(args.data_dir, connect, branch=args.branch,
                       inventory_namespace=args.inventory_namespace,
                       health_timeout=health_timeout, kustomize=args.kustomize or default_kustomize(),
-                      prune_protected=args.prune_protected)
+                      prune_protected=args.prune_protected, drift_mode=args.drift)
     stop = threading.Event()
     signal.signal(signal.SIGTERM, lambda *_: stop.set())
     print(f"pushgate: reconciling {args.data_dir} branch {args.branch}", file=sys.stderr, flush=True)

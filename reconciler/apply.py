@@ -43,6 +43,8 @@ class ObjectResult:
 class ApplyReport:
     results: list[ObjectResult] = field(default_factory=list)
     inventory: list[Entry] = field(default_factory=list)
+    desired: dict[str, dict[str, Any]] = field(default_factory=dict)  # entry id -> labelled object
+    live: dict[str, dict[str, Any]] = field(default_factory=dict)  # entry id -> object as applied
 
     @property
     def failures(self) -> list[ObjectResult]:
@@ -162,10 +164,13 @@ class Applier:
 
         def real(obj: dict[str, Any]) -> ObjectResult:
             entry = self._guess(obj)
+            labelled = self.labelled(obj)
             try:
-                self.cluster.apply(self.labelled(obj))
+                live = self.cluster.apply(labelled)
             except errors.ClusterError as e:
                 return self._failed(obj, e, "apply")
+            report.desired[entry.id] = labelled
+            report.live[entry.id] = live
             self.progress(f"applied {entry.ref}")
             return ObjectResult(entry.ref, entry, "applied")
 

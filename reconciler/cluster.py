@@ -41,6 +41,8 @@ class Cluster:
             cfg = client.Configuration()
             config.load_incluster_config(client_configuration=cfg)
             api = client.ApiClient(cfg)
+        # Named in audit logs, so an operator can tell our writes from everyone else's.
+        api.user_agent = "pushgate-reconciler/0.1"
         return Cluster(api, **kw)
 
     @staticmethod
@@ -107,6 +109,12 @@ class Cluster:
             if isinstance(err, errors.NotFound):
                 return
             raise err from e
+
+    def watch(self, resource: Any, *, label_selector: str, resource_version: str,
+              timeout: int) -> Any:
+        """Raw watch events (the caller handles 410 Gone: a timed watch is never retried)."""
+        return self.dyn.watch(resource, label_selector=label_selector, resource_version=resource_version,
+                              timeout=timeout, allow_watch_bookmarks=True)
 
     def readyz(self) -> bool:
         try:

@@ -16,7 +16,7 @@ import time
 from collections.abc import Callable
 from typing import Any
 
-from reconciler import errors, health, status
+from reconciler import drift, errors, health, status
 from reconciler.apply import Applier, ApplyReport
 from reconciler.cluster import Cluster
 from reconciler.gitstate import GitState
@@ -30,7 +30,8 @@ class Reconciler:
     def __init__(self, data_dir: str, connect: Callable[[], Cluster], *, branch: str = "main",
                  inventory_namespace: str = "pushgate-system", poll: float = 1.0,
                  health_timeout: float = 300.0, kustomize: str | None = None,
-                 prune_protected: bool = False, max_backoff: float = 30.0) -> None:
+                 prune_protected: bool = False, max_backoff: float = 30.0,
+                 drift_mode: str = "correct") -> None:
         self.data_dir = data_dir
         self.connect = connect
         self.branch = branch
@@ -46,6 +47,9 @@ class Reconciler:
         self._backoff = 1.0
         self._tracking: dict[str, Any] | None = None  # the applied commit whose health we follow
         self._wake_mtime = 0.0
+        self.drift_mode = drift_mode  # correct | detect | off
+        self.watches: drift.Watches | None = None
+        self.checker: drift.DriftChecker | None = None
 
     # -- the loop -------------------------------------------------------------------------------
     def run(self, stop: threading.Event) -> None:
@@ -68,7 +72,9 @@ class Reconciler:
             if mtime != self._wake_mtime:
                 self._wake_mtime = mtime
                 return
-            stop.wait(0.1)
+            if self.watches is not None and not self.watches.events.empty():
+                return
+            stop.wait(0.05)
 
     def step(self) -> None:
         head = self.git.head()
@@ -82,8 +88,48 @@ class Reconciler:
         temporary = self.doc.get("lastResultTemporary", False)
         if head != attempted or (temporary and head != self.doc.get("lastAppliedRevision")):
             self.reconcile(head)
-        elif self._tracking is not None:
+            return
+        self._handle_drift()
+        if self._tracking is not None:
             self._follow_health()
+
+    def _handle_drift(self) -> None:
+        if self.watches is None or self.checker is None:
+            return
+        found = []
+        latest: dict[str, tuple[Any, dict[str, Any] | None]] = {}
+        while not self.watches.events.empty():
+            entry, live = self.watches.events.get_nowait()
+            latest[entry.id] = (entry, live)  # only the newest state of each object matters
+        for entry, live in latest.values():
+            try:
+                event = self.checker.check(entry, live)
+            except errors.Temporary as e:
+                self._outage(e)
+                return
+            except errors.ClusterError as e:
+                event = drift.DriftEvent(entry.ref, [], False, message=f"correction failed: {e.message}")
+            if event is not None:
+                found.append(event)
+        for event in found:
+            log.warning("drift on %s: %s (%s)", event.ref, ", ".join(event.fields[:5]), event.message)
+            status.record_drift(self.doc, event.as_dict())
+            self.doc["driftCount"] = self.doc.get("driftCount", 0) + 1
+        if found or self.doc.get("watchRelists") != self.watches.relists:
+            self.doc["watchRelists"] = self.watches.relists
+            status.save(self.data_dir, self.branch, self.doc)
+
+    def _start_drift(self, applier: Applier, report: ApplyReport) -> None:
+        if self.drift_mode == "off" or self.cluster is None:
+            return
+        if self.watches is None or self.watches.cluster is not self.cluster:
+            if self.watches is not None:
+                self.watches.stop()
+            self.watches = drift.Watches(self.cluster, applier.id)
+            self.checker = drift.DriftChecker(self.cluster, self.drift_mode)
+        assert self.checker is not None
+        self.checker.set_desired(report.desired, report.live)
+        self.watches.ensure([r.entry for r in report.applied])
 
     def _connect(self) -> bool:
         try:
@@ -150,6 +196,7 @@ class Reconciler:
         status.set_condition(self.doc, "Stalled", False, "Applied", "")
         self._tracking = {"revision": head, "report": report, "started": time.monotonic()}
         self.doc["objects"] = [self._object_row(r) for r in report.results]
+        self._start_drift(applier, report)
         self._follow_health()
 
     def _progress(self, message: str) -> None:

@@ -52,6 +52,10 @@ class ControlPlane:
                            capture_output=True)
             subprocess.run(["openssl", "rsa", "-in", str(key), "-pubout", "-out", str(pub)],
                            check=True, capture_output=True)
+        # Writes only, with the user agent, so tests can count who changed what.
+        (self.dir / "audit-policy.yaml").write_text(
+            "apiVersion: audit.k8s.io/v1\nkind: Policy\nomitStages: [RequestReceived]\nrules:\n"
+            "- level: Metadata\n  verbs: [create, update, patch, delete]\n- level: None\n")
         (self.dir / "tokens.csv").write_text(
             f'{self.token},{ADMIN_USER},{ADMIN_USER},"system:masters"\n')
 
@@ -102,6 +106,8 @@ class ControlPlane:
             "--disable-admission-plugins=ServiceAccount", "--allow-privileged=true",
             "--enable-priority-and-fairness=false", "--profiling=false",
             "--endpoint-reconciler-type=none", "-v=1",
+            f"--audit-policy-file={self.dir / 'audit-policy.yaml'}",
+            f"--audit-log-path={self.dir / 'audit.log'}", "--audit-log-mode=blocking",
         ], self.dir / "kube-apiserver.log")
         proc = self.apiserver
         procs.wait_until(lambda: self._readyz(), timeout, "kube-apiserver /readyz",
@@ -163,6 +169,27 @@ class ControlPlane:
         if not (self.certs / "apiserver.crt").exists():
             return False
         return self.request("/readyz")[0] == 200
+
+    def audit_events(self, user_agent_prefix: str = "", since: float = 0.0) -> list[dict[str, Any]]:
+        """Write requests recorded by the audit log (newest last), optionally filtered."""
+        import datetime as dt
+
+        out = []
+        try:
+            lines = (self.dir / "audit.log").read_text().splitlines()
+        except FileNotFoundError:
+            return []
+        for line in lines:
+            try:
+                ev = json.loads(line)
+            except ValueError:
+                continue
+            if not ev.get("userAgent", "").startswith(user_agent_prefix):
+                continue
+            ts = dt.datetime.fromisoformat(ev["requestReceivedTimestamp"].replace("Z", "+00:00"))
+            if ts.timestamp() >= since:
+                out.append(ev)
+        return out
 
     def api_client(self) -> Any:
         from kubernetes import config
