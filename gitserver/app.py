@@ -11,7 +11,7 @@ import logging
 import os
 import re
 import time
-from collections.abc import Iterable, Sequence
+from collections.abc import Iterable, Iterator, Sequence
 from typing import Any
 
 from dulwich.errors import NotGitRepository
@@ -47,14 +47,14 @@ class RefGateAdapter:
         return ref in self.gated_refs
 
     def check(self, store: Any, update: RefUpdate, pusher: Pusher, changed: Sequence[str],
-              deadline: float) -> list[pv.Violation]:
+              deadline: float) -> tuple[list[pv.Violation], int, int]:
         push = {"pusher": pusher.name, "role": pusher.role, "ref": update.ref.decode(),
                 "changed_paths": list(changed)}
         try:
-            _build, found = self.gate.check(GitTree(store, update.new), push, deadline)
+            build, found = self.gate.check(GitTree(store, update.new), push, deadline)
         except (policies.EngineUnavailable, gatemod.GateTimeout) as e:
             raise GateUnavailable(str(e)) from e
-        return found
+        return found, build.files, len(build.manifests)
 
 
 class _Context:
@@ -70,6 +70,9 @@ class _Context:
 
     def on_done(self, outcome: PushOutcome) -> None:
         self._app.record(outcome)
+
+    def deploy_progress(self, ref: bytes, revision: str, timeout: float) -> Iterator[str]:
+        return deploy_progress(self._app.settings.data_dir, ref.decode(), revision, timeout)
 
 
 class _Backend(Backend):
@@ -186,6 +189,49 @@ class PushgateApp:
 
     def close(self) -> None:
         self.gate.close()
+
+
+def deploy_progress(data_dir: str, ref: str, revision: str, timeout: float) -> Iterator[str]:
+    """Follow the reconciler's status file (its contract with us) for one revision."""
+    branch = ref.removeprefix("refs/heads/")
+    path = os.path.join(data_dir, "status", f"{branch}.json")
+    grace = time.monotonic() + min(10.0, timeout)
+    while not os.path.exists(path) and time.monotonic() < grace:
+        time.sleep(0.2)  # a reconciler that is still starting announces itself here
+    if not os.path.exists(path):
+        yield f"-o wait: no reconciler has reported on {branch}; not waiting"
+        return
+    yield f"waiting up to {timeout:.0f}s for {revision[:12]} to be applied and healthy"
+    deadline = time.monotonic() + timeout
+    shown: set[tuple[float, str]] = set()
+    while time.monotonic() < deadline:
+        try:
+            with open(path) as f:
+                doc = json.load(f)
+        except (OSError, ValueError):
+            time.sleep(0.2)
+            continue
+        for p in doc.get("progress", []):
+            key = (p.get("time", 0.0), p.get("message", ""))
+            if p.get("revision") == revision and key not in shown:
+                shown.add(key)
+                yield str(p.get("message", ""))
+        entry = next((h for h in doc.get("history", []) if h.get("revision") == revision), None)
+        if entry is not None and entry.get("result") not in (None, "Progressing"):
+            for o in doc.get("objects", []):
+                health = f" {o['health']}" if o.get("health") else ""
+                why = f" ({o.get('reason')}: {o.get('message')})" if o.get("message") else ""
+                yield f"  {o.get('ref')} {o.get('action')}{health}{why}"
+            yield f"deploy {entry['result']}: {entry.get('reason', '')}"
+            return
+        cluster = doc.get("cluster") or {}
+        if cluster and not cluster.get("reachable", True):
+            key = (cluster.get("since", 0.0), "outage")
+            if key not in shown:
+                shown.add(key)
+                yield f"cluster unreachable, the reconciler is retrying: {cluster.get('message', '')}"
+        time.sleep(0.3)
+    yield f"still in progress after {timeout:.0f}s; follow it with 'pushgate status'"
 
 
 def recent_pushes(data_dir: str, limit: int = 50) -> list[dict[str, Any]]:

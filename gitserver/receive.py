@@ -12,7 +12,7 @@ from __future__ import annotations
 
 import logging
 import time
-from collections.abc import Callable, Iterable, Sequence
+from collections.abc import Callable, Iterable, Iterator, Sequence
 from dataclasses import dataclass, field
 from typing import Any, Protocol
 
@@ -73,7 +73,9 @@ class RefGate(Protocol):
     def gated(self, ref: bytes) -> bool: ...
 
     def check(self, store: Any, update: RefUpdate, pusher: Pusher, changed: Sequence[str],
-              deadline: float) -> list[pv.Violation]: ...
+              deadline: float) -> tuple[list[pv.Violation], int, int]:
+        """Every problem of the new tip, and how many files and objects were checked."""
+        ...
 
 
 class ReceiveContext(Protocol):
@@ -91,6 +93,10 @@ class ReceiveContext(Protocol):
     def gate_timeout(self) -> float: ...
 
     def on_done(self, outcome: PushOutcome) -> None: ...
+
+    def deploy_progress(self, ref: bytes, revision: str, timeout: float) -> Iterator[str]:
+        """Lines describing the deploy of `revision` until its verdict or the timeout."""
+        ...
 
 
 class GatedReceivePackHandler(ReceivePackHandler):
@@ -194,11 +200,27 @@ class GatedReceivePackHandler(ReceivePackHandler):
         finally:
             q.close()
             outcome.seconds = time.monotonic() - start
-        self._report(unpack, results)
         try:
-            ctx.on_done(outcome)
+            ctx.on_done(outcome)  # records the push and wakes the reconciler
         except Exception:  # the push is decided; a failing observer must not turn it into a 500
             log.exception("post-receive observer failed")
+        wait = _wait_seconds(options)
+        if outcome.accepted and wait:
+            self._stream_deploy(updates, wait)
+        self._report(unpack, results)
+
+    def _stream_deploy(self, updates: Sequence[RefUpdate], timeout: float) -> None:
+        """`git push -o wait`: apply and health progress as `remote:` lines, then the verdict.
+        Sent before the ref report, so the client prints it as part of the push."""
+        for u in updates:
+            if u.is_delete or not u.ref.startswith(b"refs/heads/"):
+                continue
+            try:
+                for line in self.context.deploy_progress(u.ref, u.new.decode(), timeout):
+                    self._say(f"pushgate: {line}")
+            except Exception:
+                log.exception("streaming deploy progress failed")
+                self._say("pushgate: could not follow the deploy; see 'pushgate status'")
 
     def _receive(self, q: quarantine.Quarantine, updates: list[RefUpdate],
                  outcome: PushOutcome) -> tuple[str, list[tuple[bytes, str]]]:
@@ -232,6 +254,9 @@ class GatedReceivePackHandler(ReceivePackHandler):
         gate_reason = self._run_gate(q, updates, outcome)
         if gate_reason:
             return refuse_all(gate_reason)
+        if "dry-run" in outcome.options:
+            self._say("pushgate: dry run: the gate accepts this push; nothing was stored")
+            return refuse_all("pushgate: dry run, nothing stored")
         repos.crashpoint("after-gate")
 
         with repos.locked(self.repo.path):
@@ -288,13 +313,18 @@ class GatedReceivePackHandler(ReceivePackHandler):
         if gate is None:
             return ""
         found: list[pv.Violation] = []
+        files = objects = 0
         checked = [u for u in updates if not u.is_delete and gate.gated(u.ref)]
         deadline = time.monotonic() + self.context.gate_timeout
         for u in checked:
             self._say(f"pushgate: checking {_short(u.ref)} at {u.new[:12].decode()}")
             changed = _changed_paths(q.store, u.old, u.new)
             try:
-                found.extend(gate.check(q.store, u, self.context.pusher, changed, deadline))
+                problems, n_files, n_objects = gate.check(q.store, u, self.context.pusher, changed,
+                                                          deadline)
+                found.extend(problems)
+                files += n_files
+                objects += n_objects
             except GateUnavailable as e:
                 msg = f"pushgate: gate unavailable, push refused: {e}"
                 self._say(msg)
@@ -306,10 +336,26 @@ class GatedReceivePackHandler(ReceivePackHandler):
         for line in lines[:-1]:
             self._say(line)
         errors = sum(1 for v in found if v.is_error)
-        self._say(f"pushgate: {lines[-1]}")
+        self._say(f"pushgate: {lines[-1]} ({files} files, {objects} objects checked)")
         if errors:
             return f"pushgate: {errors} problem{'s' if errors != 1 else ''} found, see above"
         return ""
+
+
+MAX_WAIT = 600.0
+
+
+def _wait_seconds(options: Sequence[str]) -> float:
+    """`-o wait` (120 s) or `-o wait=SECONDS` (at most MAX_WAIT); 0 when not asked."""
+    for opt in options:
+        if opt == "wait":
+            return 120.0
+        if opt.startswith("wait="):
+            try:
+                return max(1.0, min(MAX_WAIT, float(opt[5:])))
+            except ValueError:
+                return 120.0
+    return 0.0
 
 
 class GateUnavailable(Exception):

@@ -48,11 +48,17 @@ class Reconciler:
         self._tracking: dict[str, Any] | None = None  # the applied commit whose health we follow
         self._wake_mtime = 0.0
         self.drift_mode = drift_mode  # correct | detect | off
+        self._progress_lock = threading.Lock()
+        self._progress_saved = 0.0
         self.watches: drift.Watches | None = None
         self.checker: drift.DriftChecker | None = None
 
     # -- the loop -------------------------------------------------------------------------------
     def run(self, stop: threading.Event) -> None:
+        # Announce ourselves at once: `-o wait` and the status page tell "attached" from "not".
+        self.doc["attached"] = True
+        self.doc["reconcilerStarted"] = time.time()
+        self._save()
         while not stop.is_set():
             try:
                 self.step()
@@ -117,7 +123,7 @@ class Reconciler:
             self.doc["driftCount"] = self.doc.get("driftCount", 0) + 1
         if found or self.doc.get("watchRelists") != self.watches.relists:
             self.doc["watchRelists"] = self.watches.relists
-            status.save(self.data_dir, self.branch, self.doc)
+            self._save()
 
     def _start_drift(self, applier: Applier, report: ApplyReport) -> None:
         if self.drift_mode == "off" or self.cluster is None:
@@ -151,7 +157,7 @@ class Reconciler:
         status.set_condition(self.doc, "Reconciling", False, "ClusterUnavailable", cl["message"])
         status.set_condition(self.doc, "Ready", False, "ClusterUnavailable",
                              f"API server unavailable, retrying: {cl['message']}")
-        status.save(self.data_dir, self.branch, self.doc)
+        self._save()
         self.cluster = None
         self._retry_later()
 
@@ -166,7 +172,7 @@ class Reconciler:
             self._finish(self._tracking, "Superseded", f"superseded by {head}")
         self.doc["lastAttemptedRevision"] = head
         status.set_condition(self.doc, "Reconciling", True, "Progressing", f"applying {head[:12]}")
-        status.save(self.data_dir, self.branch, self.doc)
+        self._save()
         objects, problems = self.git.objects(head)
         if problems:
             msg = "; ".join(str(p) for p in problems[:5])
@@ -199,10 +205,20 @@ class Reconciler:
         self._start_drift(applier, report)
         self._follow_health()
 
+    def _save(self) -> None:
+        with self._progress_lock:
+            status.save(self.data_dir, self.branch, self.doc)
+
     def _progress(self, message: str) -> None:
-        self.doc["progress"] = [*self.doc.get("progress", [])[-200:],
-                                {"time": time.time(), "revision": self.doc.get("lastAttemptedRevision"),
-                                 "message": message}]
+        """Called from the applier's worker threads; saved at most twice a second so that
+        `git push -o wait` can stream it."""
+        with self._progress_lock:
+            self.doc["progress"] = [*self.doc.get("progress", [])[-200:],
+                                    {"time": time.time(), "revision": self.doc.get("lastAttemptedRevision"),
+                                     "message": message}]
+            if time.monotonic() - self._progress_saved > 0.5:
+                self._progress_saved = time.monotonic()
+                status.save(self.data_dir, self.branch, self.doc)
 
     def _stalled(self, head: str, reason: str, message: str) -> None:
         self.doc["lastResultTemporary"] = False
@@ -214,7 +230,7 @@ class Reconciler:
                  "time": time.time()}
         status.record_commit(self.doc, {**entry, **self.git.commit_info(head)})
         self.git.note(head, f"pushgate: Failed ({reason})\n{message}\n")
-        status.save(self.data_dir, self.branch, self.doc)
+        self._save()
 
     @staticmethod
     def _object_row(r: Any) -> dict[str, Any]:
@@ -247,7 +263,7 @@ class Reconciler:
         self.doc["result"] = {"revision": revision, "verdict": verdict, "reason": reason}
         if verdict != "Progressing":
             self._finish(self._tracking, verdict, reason)
-        status.save(self.data_dir, self.branch, self.doc)
+        self._save()
 
     def _live(self, e: Entry) -> dict[str, Any] | None:
         assert self.cluster is not None

@@ -119,6 +119,8 @@ def attached_server(server_factory: Callable[..., Server], control_plane: Contro
     inv_ns = f"pg-inv-{secrets.token_hex(3)}"
     s = server_factory(f"--kubeconfig={control_plane.kubeconfig}",
                        env={"PUSHGATE_INVENTORY_NAMESPACE": inv_ns, "PUSHGATE_HEALTH_TIMEOUT": "120"})
+    procs.wait_until(lambda: (s.data_dir / "status" / "main.json").exists(), 30,
+                     "the reconciler to announce itself", on_timeout=s.log)
     yield s
     s.stop()
     ns_api = dynamic.resources.get(api_version="v1", kind="Namespace")
