@@ -336,7 +336,7 @@ class GatedReceivePackHandler(ReceivePackHandler):
         for line in lines[:-1]:
             self._say(line)
         errors = sum(1 for v in found if v.is_error)
-        self._say(f"pushgate: {lines[-1]} ({files} files, {objects} objects checked)")
+        self._say(f"pushgate: {lines[-1]}; checked {files} files, {objects} objects")
         if errors:
             return f"pushgate: {errors} problem{'s' if errors != 1 else ''} found, see above"
         return ""

@@ -29,7 +29,7 @@ FIRST_KINDS = {("", "Namespace"), ("apiextensions.k8s.io", "CustomResourceDefini
 class ObjectResult:
     ref: str
     entry: Entry
-    action: str  # applied | failed | pruned | prune-failed | skipped | orphaned
+    action: str  # applied | failed | pruned | prune-failed | kept | orphaned
     reason: str = ""
     message: str = ""
     permanent: bool = True
@@ -226,8 +226,9 @@ class Applier:
                                                    f"{PRUNE_ANNOTATION}=false: left in the cluster"))
                 continue
             if e.protected and not (self.prune_protected or ann.get(PRUNE_ANNOTATION) == "true"):
+                # Kept on purpose and released from the inventory: not a failure.
                 report.results.append(ObjectResult(
-                    e.ref, e, "prune-failed", "ProtectedKind",
+                    e.ref, e, "kept", "ProtectedKind",
                     f"{e.kind} is pruned only with --prune-protected or {PRUNE_ANNOTATION}=true"))
                 continue
             try:
