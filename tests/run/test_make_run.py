@@ -39,6 +39,14 @@ def _descendants(pid: int) -> set[int]:
     return found
 
 
+def _alive(pid: int) -> bool:
+    try:
+        stat = Path(f"/proc/{pid}/stat").read_text()
+    except FileNotFoundError:
+        return False
+    return stat.split(")")[-1].split()[0] != "Z"  # a zombie is gone for our purpose
+
+
 def test_make_run_walkthrough(git: Git, tmp_path: Path) -> None:
     log = tmp_path / "run.log"
     env = {**os.environ, "PUSHGATE_RUN_PORT": str(procs.free_port())}
@@ -87,6 +95,5 @@ def test_make_run_walkthrough(git: Git, tmp_path: Path) -> None:
             raise
     assert "stopping" in log.read_text()
     time.sleep(1)
-    left = [p for p in running if os.path.exists(f"/proc/{p}") and
-            open(f"/proc/{p}/stat").read().split(")")[-1].split()[0] != "Z"]
+    left = [p for p in running if _alive(p)]
     assert left == [], f"processes left after Ctrl-C: {left}"
