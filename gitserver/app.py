@@ -10,6 +10,7 @@ import json
 import logging
 import os
 import re
+import secrets
 import time
 from collections.abc import Iterable, Iterator, Sequence
 from typing import Any
@@ -24,7 +25,7 @@ from gitserver.errors import BadRepoName, ConfigError
 from gitserver.receive import GatedReceivePackHandler, GateUnavailable, Pusher, PushOutcome
 from gitserver.repos import RefUpdate
 from gitserver.settings import Settings
-from pushgate import locks
+from pushgate import locks, observe
 from pushgate.core import violations as pv
 from pushgate.gate import gate as gatemod
 from pushgate.gate import policies
@@ -118,6 +119,8 @@ class PushgateApp:
             policy_set = policies.load(settings.policies_dir)
         except policies.PolicyError as e:
             raise ConfigError(f"--policies: {e}") from e
+        self.policy_set = policy_set
+        observe.setup(settings.data_dir, "gitserver")
         engine: policies.PolicyEngine = (
             OpaServerEngine(settings.opa_url, policy_set) if settings.opa_url
             else EmbeddedEngine(policy_set))
@@ -132,7 +135,7 @@ class PushgateApp:
         self.ref_gate = RefGateAdapter(self.gate, settings.gated_refs)
         self.flask = _make_flask(self)
         self.authenticator = auth.Authenticator(settings.users_file)
-        self.limiter = auth.RateLimiter()
+        self.limiter = auth.RateLimiter(os.path.join(settings.data_dir, ".ratelimit"))
         git_chain = LimitedInputFilter(GunzipFilter(self._git),
                                        max_request_size=settings.max_pack_bytes + (1 << 20))
         self.wsgi = auth.AuthMiddleware(self._guard(git_chain), self.authenticator, self.limiter,
@@ -165,7 +168,15 @@ class PushgateApp:
         return guard
 
     def __call__(self, environ: dict[str, Any], start_response: Any) -> Iterable[bytes]:
-        return self.wsgi(environ, start_response)
+        rid = environ.get("HTTP_X_REQUEST_ID", "")
+        if not re.fullmatch(r"[A-Za-z0-9._-]{1,64}", rid):
+            rid = secrets.token_hex(8)
+        observe.request_id.set(rid)
+
+        def start(status: str, headers: list[tuple[str, str]], exc_info: Any = None) -> Any:
+            return start_response(status, [*headers, ("X-Request-Id", rid)], exc_info)
+
+        return self.wsgi(environ, start)
 
     def record(self, outcome: PushOutcome) -> None:
         """Append the push to the data dir's push log (the status page and API read it)."""
@@ -177,6 +188,9 @@ class PushgateApp:
             "problems": [str(v) for v in outcome.violations][:200],
             "options": outcome.options,
         }
+        observe.metric("pushes").labels("accepted" if outcome.accepted else "refused",
+                                        _reason_class(outcome)).inc()
+        observe.metric("gate_seconds").observe(outcome.seconds)
         path = os.path.join(self.settings.data_dir, PUSH_LOG)
         with locks.exclusive(path + ".lock"), open(path, "a") as f:
             f.write(json.dumps(entry) + "\n")
@@ -184,11 +198,27 @@ class PushgateApp:
             # Wake the reconciler (it also polls, so a lost wake-up is harmless).
             with open(os.path.join(self.settings.data_dir, "wake"), "a"):
                 os.utime(os.path.join(self.settings.data_dir, "wake"))
-        log.info("push %s by %s: %s", "accepted" if outcome.accepted else "refused",
-                 outcome.pusher, outcome.reason or "ok")
+        heads = ",".join(u.new.decode()[:12] for u in outcome.updates if not u.is_delete)
+        log.info("push %s: %s", "accepted" if outcome.accepted else "refused", outcome.reason or "ok",
+                 extra={"pusher": outcome.pusher, "commit": heads,
+                        "ref": ",".join(u.ref.decode(errors="replace") for u in outcome.updates)})
 
     def close(self) -> None:
         self.gate.close()
+
+
+def _reason_class(outcome: PushOutcome) -> str:
+    """A small, fixed set of label values (never free text) for the pushes metric."""
+    r = outcome.reason
+    if outcome.accepted:
+        return "ok"
+    for needle, label in (("problem", "gate"), ("fetch first", "stale"), ("protected", "protected"),
+                          ("unavailable", "engine"), ("time limit", "timeout"), ("pack", "pack"),
+                          ("dry run", "dry-run"), ("written by pushgate", "own-ref"),
+                          ("invalid ref", "ref-name")):
+        if needle in r:
+            return label
+    return "other"
 
 
 def deploy_progress(data_dir: str, ref: str, revision: str, timeout: float) -> Iterator[str]:
@@ -250,6 +280,16 @@ def recent_pushes(data_dir: str, limit: int = 50) -> list[dict[str, Any]]:
     return out
 
 
+def _reachable(url: str) -> bool:
+    import urllib.request
+
+    try:
+        with urllib.request.urlopen(url, timeout=1) as r:  # noqa: S310 - the operator's OPA URL
+            return bool(r.status == 200)
+    except OSError:
+        return False
+
+
 def _make_flask(app: PushgateApp) -> Flask:
     web = Flask("pushgate")
 
@@ -259,8 +299,18 @@ def _make_flask(app: PushgateApp) -> Flask:
 
     @web.get("/readyz")
     def readyz() -> Any:
-        ok = os.path.exists(os.path.join(app.repo_path, "HEAD"))
-        return jsonify(ready=ok), (200 if ok else 503)
+        # Repositories and policies only: the git side never waits for the cluster.
+        checks = {"repository": os.path.exists(os.path.join(app.repo_path, "HEAD")),
+                  "policies": bool(app.policy_set.entrypoints)}
+        if app.settings.opa_url:
+            checks["opa"] = _reachable(app.settings.opa_url.rstrip("/") + "/health")
+        ok = all(checks.values())
+        return jsonify(ready=ok, checks=checks), (200 if ok else 503)
+
+    @web.get("/metrics")
+    def metrics() -> Any:
+        body, content_type = observe.exposition(app.settings.data_dir)
+        return body, 200, {"Content-Type": content_type}
 
     @web.get("/api/v1/status")
     def deploy_status() -> Any:

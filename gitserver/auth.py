@@ -21,7 +21,6 @@ import secrets
 import tempfile
 import threading
 import time
-from collections import deque
 from collections.abc import Callable, Iterable
 from dataclasses import dataclass
 from typing import Any
@@ -126,28 +125,47 @@ class Authenticator:
 
 
 class RateLimiter:
-    """At most `limit` failed logins per client address within `window` seconds."""
+    """At most `limit` failed logins per client address within `window` seconds, counted on disk
+    so that every worker process (and replica on the shared volume) sees the same failures."""
 
-    def __init__(self, limit: int = 10, window: float = 60.0) -> None:
-        self.limit, self.window = limit, window
-        self._fails: dict[str, deque[float]] = {}
-        self._lock = threading.Lock()
+    def __init__(self, directory: str, limit: int = 10, window: float = 60.0) -> None:
+        self.directory, self.limit, self.window = directory, limit, window
+        os.makedirs(directory, exist_ok=True)
+
+    def _file(self, client: str) -> str:
+        return os.path.join(self.directory, hashlib.sha256(client.encode()).hexdigest()[:24])
+
+    def _recent(self, client: str) -> list[float]:
+        try:
+            with open(self._file(client)) as f:
+                stamps = [float(x) for x in f.read().split()]
+        except (FileNotFoundError, ValueError):
+            return []
+        now = time.time()
+        return [t for t in stamps if now - t <= self.window]
 
     def blocked(self, client: str) -> bool:
-        with self._lock:
-            q = self._fails.get(client)
-            if not q:
-                return False
-            now = time.monotonic()
-            while q and now - q[0] > self.window:
-                q.popleft()
-            return len(q) >= self.limit
+        return len(self._recent(client)) >= self.limit
 
     def fail(self, client: str) -> None:
-        with self._lock:
-            if len(self._fails) > 10_000:
-                self._fails.clear()
-            self._fails.setdefault(client, deque()).append(time.monotonic())
+        path = self._file(client)
+        recent = self._recent(client)[-(self.limit * 2):]
+        # Append-only writes of one short line are atomic enough; the file is rewritten when
+        # old entries pile up, so it stays small.
+        if recent and len(recent) * 2 < self._count_lines(path):
+            with open(path + ".tmp", "w") as f:
+                f.write("".join(f"{t}\n" for t in recent))
+            os.replace(path + ".tmp", path)
+        with open(path, "a") as f:
+            f.write(f"{time.time()}\n")
+
+    @staticmethod
+    def _count_lines(path: str) -> int:
+        try:
+            with open(path) as f:
+                return sum(1 for _ in f)
+        except FileNotFoundError:
+            return 0
 
 
 def required_role(environ: dict[str, Any]) -> str | None:

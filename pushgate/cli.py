@@ -60,6 +60,8 @@ def _parser() -> argparse.ArgumentParser:
                    help="also prune Namespaces, PVCs and CRDs removed from Git")
     r.add_argument("--health-timeout", default=_env("HEALTH_TIMEOUT", "300"))
     r.add_argument("--kustomize", default=_env("KUSTOMIZE"))
+    r.add_argument("--probe-listen", default=_env("PROBE_LISTEN"),
+                   help="HOST:PORT for the reconciler's /healthz and /readyz")
     r.add_argument("--drift", default=_env("DRIFT", "correct"), choices=("correct", "detect", "off"),
                    help="correct out-of-band changes (default), only report them, or ignore them")
     r.add_argument("--no-force-conflicts", action="store_true",
@@ -122,6 +124,9 @@ def _serve(args: argparse.Namespace) -> int:
         anonymous_role=args.anonymous_role,
     )
     settings.validate(s)
+    from pushgate import observe
+
+    observe.reset(s.data_dir)
     # Build once in the master so every operator error surfaces before a worker forks.
     app.create_app(s).close()
     from gitserver import auth
@@ -184,8 +189,15 @@ def _reconcile(args: argparse.Namespace) -> int:
                       inventory_namespace=args.inventory_namespace,
                       health_timeout=health_timeout, kustomize=args.kustomize or default_kustomize(),
                       prune_protected=args.prune_protected, drift_mode=args.drift)
+    from pushgate import observe
+
+    observe.setup(args.data_dir, "reconciler")
     stop = threading.Event()
     signal.signal(signal.SIGTERM, lambda *_: stop.set())
+    if args.probe_listen:
+        from reconciler import probes
+
+        probes.serve(args.probe_listen, loop)
     print(f"pushgate: reconciling {args.data_dir} branch {args.branch}", file=sys.stderr, flush=True)
     loop.run(stop)
     return 0
@@ -278,8 +290,13 @@ def _user_add(args: argparse.Namespace) -> int:
 
 
 def main(argv: Sequence[str] | None = None) -> int:
-    logging.basicConfig(level=logging.WARNING, format="%(asctime)s %(levelname)s %(name)s: %(message)s")
     args = _parser().parse_args(argv)
+    from pushgate import observe
+
+    if args.command in ("serve", "reconcile"):
+        observe.configure_logging(_env("LOG_FORMAT", "json") or "json")
+    else:
+        logging.basicConfig(level=logging.WARNING, format="%(levelname)s %(name)s: %(message)s")
     from gitserver.errors import ConfigError
 
     try:

@@ -16,6 +16,7 @@ import time
 from collections.abc import Callable
 from typing import Any
 
+from pushgate import observe
 from reconciler import drift, errors, health, status
 from reconciler.apply import Applier, ApplyReport
 from reconciler.cluster import Cluster
@@ -49,6 +50,7 @@ class Reconciler:
         self._wake_mtime = 0.0
         self.drift_mode = drift_mode  # correct | detect | off
         self._progress_lock = threading.Lock()
+        self.last_pass = time.monotonic()
         self._progress_saved = 0.0
         self.watches: drift.Watches | None = None
         self.checker: drift.DriftChecker | None = None
@@ -60,6 +62,7 @@ class Reconciler:
         self.doc["reconcilerStarted"] = time.time()
         self._save()
         while not stop.is_set():
+            self.last_pass = time.monotonic()
             try:
                 self.step()
             except Exception:  # the loop must survive anything; the status says what happened
@@ -120,6 +123,7 @@ class Reconciler:
         for event in found:
             log.warning("drift on %s: %s (%s)", event.ref, ", ".join(event.fields[:5]), event.message)
             status.record_drift(self.doc, event.as_dict())
+            observe.metric("drift").labels(str(event.corrected).lower()).inc()
             self.doc["driftCount"] = self.doc.get("driftCount", 0) + 1
         if found or self.doc.get("watchRelists") != self.watches.relists:
             self.doc["watchRelists"] = self.watches.relists
@@ -178,6 +182,7 @@ class Reconciler:
             msg = "; ".join(str(p) for p in problems[:5])
             self._stalled(head, "BuildFailed", msg)
             return
+        started = time.monotonic()
         applier = Applier(self.cluster, branch=self.branch,
                           inventory_namespace=self.inventory_namespace,
                           prune_protected=self.prune_protected, progress=self._progress)
@@ -191,6 +196,9 @@ class Reconciler:
             self._stalled(head, e.reason, e.message)
             return
         self._backoff = 1.0
+        observe.metric("reconcile_seconds").observe(time.monotonic() - started)
+        for r in report.results:
+            observe.metric("apply").labels(r.action).inc()
         self.doc["cluster"] = {"reachable": True, "since": time.time(), "message": ""}
         temporary = any(not r.permanent for r in report.failures)
         self.doc["lastResultTemporary"] = temporary
@@ -282,6 +290,7 @@ class Reconciler:
             health_part = f" {row.get('health')}" if row.get("health") else ""
             lines.append(f"{r.line()}{health_part}")
         self.git.note(revision, "\n".join(lines) + "\n")
+        observe.metric("verdicts").labels(verdict).inc()
         status.record_commit(self.doc, {"revision": revision, "result": verdict, "reason": reason,
                                         "time": time.time(), **counts,
                                         **self.git.commit_info(revision)})
