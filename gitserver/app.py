@@ -20,7 +20,7 @@ from dulwich.server import Backend, UploadPackHandler
 from dulwich.web import GunzipFilter, HTTPGitApplication, LimitedInputFilter
 from flask import Flask, jsonify, request
 
-from gitserver import auth, receive, repos
+from gitserver import auth, page, receive, repos
 from gitserver.errors import BadRepoName, ConfigError
 from gitserver.receive import GatedReceivePackHandler, GateUnavailable, Pusher, PushOutcome
 from gitserver.repos import RefUpdate
@@ -323,6 +323,10 @@ def _make_flask(app: PushgateApp) -> Flask:
         except (FileNotFoundError, ValueError):
             doc = {"branch": branch, "attached": False, "conditions": []}
         return jsonify(doc)
+
+    @web.get("/")
+    def status_page() -> Any:
+        return page.render(app.settings.data_dir, recent_pushes(app.settings.data_dir, 200))
 
     @web.get("/api/v1/pushes")
     def pushes() -> Any:

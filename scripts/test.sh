@@ -8,6 +8,7 @@ step() { printf '\n== %s\n' "$*"; }
 
 step "python environment"; bash scripts/setup.sh
 step "pinned tools"; bash scripts/tools.sh
+step "browser (status page test)"; bash scripts/browser.sh >/dev/null
 export PUSHGATE_TOOLS_BIN="${PUSHGATE_CACHE:-${XDG_CACHE_HOME:-$HOME/.cache}/pushgate}/bin"
 step "ruff"; .venv/bin/ruff check .
 step "mypy --strict"; .venv/bin/mypy

@@ -1,0 +1,90 @@
+"""The status page: one server-rendered HTML page (no build step, no JavaScript needed).
+
+Served by the Flask app at `/` (read role). Shows the branches with their recent commits (gate
+verdict, sync, health), the applied objects with their health, recent refused pushes with their
+reasons and drift events. Reads the push log and the reconciler's status file only; every value
+is escaped by Jinja2 and no Secret data ever reaches these files.
+"""
+
+from __future__ import annotations
+
+import datetime as dt
+import json
+import os
+from typing import Any
+
+from flask import render_template_string
+
+_TEMPLATE = """<!doctype html>
+<html lang="en"><head><meta charset="utf-8"><meta http-equiv="refresh" content="5">
+<title>pushgate</title>
+<style>
+ body{font:14px/1.4 system-ui,sans-serif;margin:2em;color:#222}
+ h1{font-size:20px} h2{font-size:16px;margin-top:2em;border-bottom:1px solid #ddd}
+ table{border-collapse:collapse;width:100%} td,th{padding:3px 8px;text-align:left;border-bottom:1px solid #eee}
+ code{font:12px monospace} .Ready,.accepted,.Current,.True{color:#080} .Failed,.refused,.False{color:#b00}
+ .Progressing,.InProgress,.Degraded{color:#a60}
+</style></head><body>
+<h1>pushgate <small>{{ repo }}</small></h1>
+<section id="conditions"><h2>Deploy status: {{ branch }}</h2>
+{% if not deploy.get("attached") and not deploy.get("conditions") %}<p>No reconciler attached: pushes land, nothing is applied.</p>{% endif %}
+<table>{% for c in deploy.get("conditions", []) %}
+<tr><th>{{ c.type }}</th><td class="{{ c.status }}">{{ c.status }}</td><td>{{ c.reason }}</td><td>{{ c.message }}</td></tr>
+{% endfor %}</table>
+<p>last applied <code>{{ (deploy.get("lastAppliedRevision") or "-")[:12] }}</code>,
+ last attempted <code>{{ (deploy.get("lastAttemptedRevision") or "-")[:12] }}</code>
+ {% if cluster and not cluster.get("reachable", True) %}<b class="Failed">cluster unreachable: {{ cluster.get("message") }}</b>{% endif %}</p>
+</section>
+<section id="commits"><h2>Recent commits</h2><table>
+<tr><th>commit</th><th>message</th><th>pusher</th><th>gate</th><th>sync and health</th><th>when</th></tr>
+{% for c in commits %}<tr><td><code>{{ c.sha[:12] }}</code></td><td>{{ c.message }}</td><td>{{ c.pusher }}</td>
+<td class="accepted">accepted</td><td class="{{ c.result }}">{{ c.result }} {{ c.reason }}</td><td>{{ c.when }}</td></tr>
+{% endfor %}</table></section>
+<section id="objects"><h2>Applied objects</h2><table>
+<tr><th>object</th><th>action</th><th>health</th><th>message</th></tr>
+{% for o in deploy.get("objects", []) %}<tr><td>{{ o.ref }}</td><td>{{ o.action }}</td>
+<td class="{{ o.health }}">{{ o.health }}</td><td>{{ o.healthMessage or o.message }}</td></tr>
+{% endfor %}</table></section>
+<section id="refused"><h2>Recent refused pushes</h2><table>
+<tr><th>when</th><th>pusher</th><th>ref</th><th>reason</th><th>problems</th></tr>
+{% for p in refused %}<tr><td>{{ p.when }}</td><td>{{ p.pusher }}</td><td>{{ p.refs }}</td>
+<td class="refused">{{ p.reason }}</td><td>{% for line in p.problems[:10] %}<code>{{ line }}</code><br>{% endfor %}</td></tr>
+{% endfor %}</table></section>
+<section id="drift"><h2>Drift</h2><table>
+<tr><th>when</th><th>object</th><th>fields</th><th>corrected</th></tr>
+{% for d in deploy.get("drift", [])[:20] %}<tr><td>{{ when(d.time) }}</td><td>{{ d.ref }}</td>
+<td><code>{{ d.fields | join(", ") }}</code></td><td>{{ "yes" if d.corrected else "no" }}</td></tr>
+{% endfor %}</table></section>
+</body></html>"""
+
+
+def _when(t: float | None) -> str:
+    if not t:
+        return "-"
+    return dt.datetime.fromtimestamp(t, dt.UTC).strftime("%Y-%m-%d %H:%M:%S UTC")
+
+
+def render(data_dir: str, pushes: list[dict[str, Any]], branch: str = "main") -> str:
+    try:
+        with open(os.path.join(data_dir, "status", f"{branch}.json")) as f:
+            deploy: dict[str, Any] = json.load(f)
+    except (FileNotFoundError, ValueError):
+        deploy = {}
+    results = {h.get("revision"): h for h in deploy.get("history", [])}
+    commits, refused = [], []
+    for p in pushes:
+        refs = ", ".join(u["ref"] for u in p.get("updates", []))
+        if p.get("accepted"):
+            for u in p.get("updates", []):
+                if u["ref"] != f"refs/heads/{branch}" or set(u["new"]) == {"0"}:
+                    continue
+                h = results.get(u["new"], {})
+                commits.append({"sha": u["new"], "message": h.get("message", ""), "pusher": p.get("pusher"),
+                                "result": h.get("result", "pending" if deploy else "not applied"),
+                                "reason": h.get("reason", ""), "when": _when(p.get("time"))})
+        else:
+            refused.append({"when": _when(p.get("time")), "pusher": p.get("pusher"), "refs": refs,
+                            "reason": p.get("reason", ""), "problems": p.get("problems", [])})
+    return render_template_string(_TEMPLATE, repo="cluster.git", branch=branch, deploy=deploy,
+                                  cluster=deploy.get("cluster"), commits=commits[:30],
+                                  refused=refused[:30], when=_when)
