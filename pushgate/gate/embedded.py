@@ -7,6 +7,7 @@ the reason (fail closed), and the next call starts a fresh worker, so the server
 
 from __future__ import annotations
 
+import contextlib
 import json
 import os
 import select
@@ -17,7 +18,7 @@ import time
 from collections.abc import Sequence
 from typing import Any
 
-from pushgate.gate.policies import EngineUnavailable, PolicySet
+from pushgate.gate.policies import EngineTimeout, EngineUnavailable, PolicySet
 
 
 class EmbeddedEngine:
@@ -54,7 +55,7 @@ class EmbeddedEngine:
             left = deadline - time.monotonic()
             if left <= 0 or not select.select([fd], [], [], left)[0]:
                 self._kill(proc)
-                raise EngineUnavailable(f"policy evaluation exceeded {timeout:.0f}s")
+                raise EngineTimeout(f"policy evaluation exceeded {timeout:.0f}s")
             chunk = os.read(fd, 1 << 20)
             if not chunk:
                 self._kill(proc)
@@ -78,8 +79,7 @@ class EmbeddedEngine:
         return f"killed by signal {-code}" if code < 0 else f"exit code {code}"
 
     def _kill(self, proc: subprocess.Popen[bytes]) -> None:
-        proc.kill()
-        proc.wait()
+        _reap(proc)
         if self._proc is proc:
             self._proc = None
             self.restarts += 1
@@ -99,6 +99,15 @@ class EmbeddedEngine:
     def close(self) -> None:
         with self._lock:
             if self._proc is not None:
-                self._proc.kill()
-                self._proc.wait()
+                _reap(self._proc)
                 self._proc = None
+
+
+def _reap(proc: subprocess.Popen[bytes]) -> None:
+    """Kill the worker and close our ends of its pipes (else each restart leaks two fds)."""
+    proc.kill()
+    proc.wait()
+    for pipe in (proc.stdin, proc.stdout):
+        if pipe is not None:
+            with contextlib.suppress(OSError):
+                pipe.close()

@@ -157,11 +157,10 @@ class Gate:
                 raise GateTimeout(f"gate time limit of {self.config.timeout:.0f}s exceeded")
             try:
                 rows = self.engine.evaluate([m.obj for m in b.manifests], ctx, left)
-            except policies.EngineUnavailable as e:
-                if "exceeded" in str(e):
-                    raise GateTimeout(f"gate time limit of {self.config.timeout:.0f}s exceeded "
-                                      f"(policy evaluation)") from e
-                raise
+            except policies.EngineTimeout as e:
+                # by type, not by text: an unreachable OPA says "Max retries exceeded" too
+                raise GateTimeout(f"gate time limit of {self.config.timeout:.0f}s exceeded "
+                                  f"(policy evaluation)") from e
             for m, row in zip(b.manifests, rows, strict=True):
                 for ep, value in row:
                     found.extend(policies.to_violations(ep, value, path=m.path, ref=m.ref,

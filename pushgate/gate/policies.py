@@ -41,6 +41,10 @@ class EngineUnavailable(Exception):
     """The engine could not decide (down, crashed, timed out, bad output): the push is refused."""
 
 
+class EngineTimeout(EngineUnavailable):
+    """The engine did not decide within the time it was given (the gate's time limit)."""
+
+
 @dataclass(frozen=True)
 class Module:
     path: str  # relative to the policy directory
