@@ -60,6 +60,11 @@ def _parser() -> argparse.ArgumentParser:
                    help="also prune Namespaces, PVCs and CRDs removed from Git")
     r.add_argument("--health-timeout", default=_env("HEALTH_TIMEOUT", "300"))
     r.add_argument("--kustomize", default=_env("KUSTOMIZE"))
+    r.add_argument("--no-leader-elect", action="store_true",
+                   help="do not take a Lease (only when a single reconciler runs)")
+    r.add_argument("--lease-duration", default=_env("LEASE_DURATION", "15"))
+    r.add_argument("--renew-deadline", default=_env("RENEW_DEADLINE", "10"))
+    r.add_argument("--retry-period", default=_env("RETRY_PERIOD", "2"))
     r.add_argument("--probe-listen", default=_env("PROBE_LISTEN"),
                    help="HOST:PORT for the reconciler's /healthz and /readyz")
     r.add_argument("--drift", default=_env("DRIFT", "correct"), choices=("correct", "detect", "off"),
@@ -188,7 +193,11 @@ def _reconcile(args: argparse.Namespace) -> int:
     loop = Reconciler(args.data_dir, connect, branch=args.branch,
                       inventory_namespace=args.inventory_namespace,
                       health_timeout=health_timeout, kustomize=args.kustomize or default_kustomize(),
-                      prune_protected=args.prune_protected, drift_mode=args.drift)
+                      prune_protected=args.prune_protected, drift_mode=args.drift,
+                      leader_elect=not args.no_leader_elect,
+                      lease=(_float("--lease-duration", args.lease_duration),
+                             _float("--renew-deadline", args.renew_deadline),
+                             _float("--retry-period", args.retry_period)))
     from pushgate import observe
 
     observe.setup(args.data_dir, "reconciler")

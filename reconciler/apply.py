@@ -58,7 +58,8 @@ class ApplyReport:
 class Applier:
     def __init__(self, cluster: Cluster, *, branch: str, inventory_namespace: str,
                  parallelism: int = 8, prune_protected: bool = False,
-                 progress: Callable[[str], None] | None = None) -> None:
+                 progress: Callable[[str], None] | None = None,
+                 guard: Callable[[], None] | None = None) -> None:
         self.cluster = cluster
         self.branch = branch
         self.ns = inventory_namespace
@@ -67,6 +68,7 @@ class Applier:
         self.parallelism = parallelism
         self.prune_protected = prune_protected
         self.progress = progress or (lambda _msg: None)
+        self.guard = guard or (lambda: None)  # raises to stop before a batch (lost leadership)
 
     # -- inventory parent -----------------------------------------------------------------------
     def read_inventory(self) -> list[Entry]:
@@ -117,12 +119,14 @@ class Applier:
         # Superset first: a crash mid-apply must not orphan what this commit creates.
         self.write_inventory(sorted(set(old) | set(desired) | {self._guess(o) for o in rest}), revision)
 
+        self.guard()
         self.progress(f"phase 1: {len(first)} namespace(s) and CRD(s)")
         ok_first = self._phase(first, report)
         self._wait_established([o for o in ok_first if o["kind"] == "CustomResourceDefinition"],
                                report)
         if any(o["kind"] == "CustomResourceDefinition" for o in ok_first):
             self.cluster.invalidate_discovery()
+        self.guard()
         self.progress(f"phase 2: {len(rest)} object(s)")
         self._phase(rest, report)
 
@@ -130,6 +134,7 @@ class Applier:
         failed_old = {r.entry.id for r in report.results if r.action == "failed"}
         keep_failed = [e for e in old if e.id in failed_old]
         desired_ids = {r.entry.id for r in report.results}
+        self.guard()
         self._prune([e for e in inventory.diff(old, []) if e.id not in desired_ids], report)
         kept = [r.entry for r in report.results if r.action == "prune-failed"]
         report.inventory = sorted(applied | set(keep_failed) | set(kept))

@@ -72,6 +72,26 @@ class GitState:
         finally:
             repo.close()
 
+    def between(self, old: str | None, new: str, limit: int = 1000) -> list[str]:
+        """First-parent commits after `old` up to `new`, excluding both, newest first."""
+        repo = self._repo()
+        out: list[str] = []
+        try:
+            sha = new.encode()
+            while len(out) < limit:
+                commit: Any = repo[sha]
+                if not commit.parents:
+                    break
+                sha = commit.parents[0]
+                if old is not None and sha == old.encode():
+                    return out
+                out.append(sha.decode())
+        except KeyError:
+            return out
+        finally:
+            repo.close()
+        return out if old is None else []
+
     def mark_deployed(self, sha: str) -> None:
         with locks.exclusive(os.path.join(self.path, locks.REPO_LOCK)):
             repo = self._repo()

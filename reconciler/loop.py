@@ -22,9 +22,14 @@ from reconciler.apply import Applier, ApplyReport
 from reconciler.cluster import Cluster
 from reconciler.gitstate import GitState
 from reconciler.inventory import Entry
+from reconciler.leader import LeaderElector
 
 log = logging.getLogger(__name__)
 WAKE_FILE = "wake"
+
+
+class LostLeadership(Exception):
+    pass
 
 
 class Reconciler:
@@ -32,7 +37,8 @@ class Reconciler:
                  inventory_namespace: str = "pushgate-system", poll: float = 1.0,
                  health_timeout: float = 300.0, kustomize: str | None = None,
                  prune_protected: bool = False, max_backoff: float = 30.0,
-                 drift_mode: str = "correct") -> None:
+                 drift_mode: str = "correct", leader_elect: bool = True,
+                 lease: tuple[float, float, float] = (15.0, 10.0, 2.0)) -> None:
         self.data_dir = data_dir
         self.connect = connect
         self.branch = branch
@@ -51,6 +57,10 @@ class Reconciler:
         self.drift_mode = drift_mode  # correct | detect | off
         self._progress_lock = threading.Lock()
         self.last_pass = time.monotonic()
+        self.leader_elect = leader_elect
+        self.lease = lease  # duration, renew deadline, retry period (seconds)
+        self.elector: LeaderElector | None = None
+        self._leading = not leader_elect
         self._progress_saved = 0.0
         self.watches: drift.Watches | None = None
         self.checker: drift.DriftChecker | None = None
@@ -58,9 +68,11 @@ class Reconciler:
     # -- the loop -------------------------------------------------------------------------------
     def run(self, stop: threading.Event) -> None:
         # Announce ourselves at once: `-o wait` and the status page tell "attached" from "not".
-        self.doc["attached"] = True
-        self.doc["reconcilerStarted"] = time.time()
-        self._save()
+        # Only into an empty place: another replica may be leading and writing the status.
+        if not os.path.exists(status.path(self.data_dir, self.branch)):
+            self.doc["attached"] = True
+            self.doc["reconcilerStarted"] = time.time()
+            status.save(self.data_dir, self.branch, self.doc)
         while not stop.is_set():
             self.last_pass = time.monotonic()
             try:
@@ -92,6 +104,8 @@ class Reconciler:
         if time.monotonic() < self._retry_at:
             return
         if self.cluster is None and not self._connect():
+            return
+        if not self._lead():
             return
         attempted = self.doc.get("lastAttemptedRevision")
         temporary = self.doc.get("lastResultTemporary", False)
@@ -141,6 +155,37 @@ class Reconciler:
         self.checker.set_desired(report.desired, report.live)
         self.watches.ensure([r.entry for r in report.applied])
 
+    def _lead(self) -> bool:
+        """True while this replica holds the Lease; a follower does nothing, writes nothing."""
+        if not self.leader_elect:
+            return True
+        assert self.cluster is not None
+        if self.elector is None:
+            d, r, p = self.lease
+            self.elector = LeaderElector(self.cluster, self.inventory_namespace,
+                                         f"pushgate-reconciler-{self.branch.replace('/', '-')}",
+                                         lease_duration=d, renew_deadline=r, retry_period=p).start()
+            deadline = time.monotonic() + p + 1
+            while self.elector.holder == "" and time.monotonic() < deadline:
+                time.sleep(0.05)
+        leading = self.elector.is_leader()
+        if leading and not self._leading:
+            log.warning("leading as %s", self.elector.identity)
+            self.doc = status.load(self.data_dir, self.branch)  # the last leader's truth
+            self.doc["leader"] = self.elector.identity
+            self._tracking = None
+        elif not leading and self._leading:
+            log.warning("no longer leading (holder: %s)", self.elector.holder or "none")
+            if self.watches is not None:
+                self.watches.stop()
+                self.watches = None
+        self._leading = leading
+        return leading
+
+    def _guard(self) -> None:
+        if self.leader_elect and (self.elector is None or not self.elector.is_leader()):
+            raise LostLeadership("lease lost before an apply batch")
+
     def _connect(self) -> bool:
         try:
             self.cluster = self.connect()
@@ -174,6 +219,7 @@ class Reconciler:
         assert self.cluster is not None
         if self._tracking and self._tracking["revision"] != head:
             self._finish(self._tracking, "Superseded", f"superseded by {head}")
+        self._note_superseded(head)
         self.doc["lastAttemptedRevision"] = head
         status.set_condition(self.doc, "Reconciling", True, "Progressing", f"applying {head[:12]}")
         self._save()
@@ -185,9 +231,14 @@ class Reconciler:
         started = time.monotonic()
         applier = Applier(self.cluster, branch=self.branch,
                           inventory_namespace=self.inventory_namespace,
-                          prune_protected=self.prune_protected, progress=self._progress)
+                          prune_protected=self.prune_protected, progress=self._progress,
+                          guard=self._guard)
         try:
             report = applier.apply(objects, head)
+        except LostLeadership:
+            log.warning("stopped applying %s: lease lost", head[:12])
+            self._leading = False
+            return
         except errors.Temporary as e:
             self.doc["lastResultTemporary"] = True
             self._outage(e)
@@ -214,8 +265,18 @@ class Reconciler:
         self._follow_health()
 
     def _save(self) -> None:
+        if not self._leading:
+            return
         with self._progress_lock:
             status.save(self.data_dir, self.branch, self.doc)
+
+    def _note_superseded(self, head: str) -> None:
+        """Commits between the last attempted one and `head` will never be applied on their own:
+        say so in their notes."""
+        since = self.doc.get("lastAttemptedRevision") or self.git.deployed()
+        for sha in self.git.between(since, head):
+            if self.git.read_note(sha) is None:
+                self.git.note(sha, f"pushgate: Superseded (superseded by {head})\n")
 
     def _progress(self, message: str) -> None:
         """Called from the applier's worker threads; saved at most twice a second so that

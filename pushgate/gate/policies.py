@@ -75,7 +75,8 @@ def load(directory: str) -> PolicySet:
         raise PolicyError(f"policy directory {directory} does not exist")
     modules = []
     for root, dirs, files in os.walk(directory):
-        dirs.sort()
+        # A ConfigMap volume holds each file twice (via hidden "..<timestamp>" dirs): skip those.
+        dirs[:] = sorted(d for d in dirs if not d.startswith("."))
         for name in sorted(files):
             if not name.endswith(".rego") or name.endswith("_test.rego"):
                 continue
