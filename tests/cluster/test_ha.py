@@ -49,7 +49,8 @@ def test_leader_killed_other_takes_over(git: Git, server_factory: Callable[..., 
     reconcilers = {}
     for i in range(2):
         p = procs.REGISTRY.start(f"reconciler-{i}", [
-            PUSHGATE, "reconcile", f"--data-dir={server.data_dir}", f"--kubeconfig={control_plane.kubeconfig}",
+            PUSHGATE, "reconcile", f"--data-dir={server.data_dir}",
+            f"--kubeconfig={control_plane.kubeconfig}",
             f"--lease-duration={LEASE}", f"--renew-deadline={RENEW}", f"--retry-period={RETRY}",
         ], tmp_path / f"reconciler-{i}.log", env=env)
         reconcilers[p.pid] = p

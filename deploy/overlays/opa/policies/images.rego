@@ -1,0 +1,62 @@
+# Images are pinned: no `:latest`, no untagged image, no malformed digest. Checks containers,
+# initContainers and ephemeralContainers of every workload kind.
+#
+# A reference pinned by digest (`name@sha256:<64 hex>`) is fine whatever its tag. The tag is what
+# follows the last `:` of the last path component, so `registry:5000/app` is untagged (5000 is a
+# port) and `registry:5000/app:1.2` is tagged 1.2.
+package pushgate.k8s.images
+
+import data.pushgate.lib.k8s
+
+deny contains {"msg": msg, "field": field} if {
+	some c in k8s.all_containers
+	image := image_of(c)
+	not contains(image, "@")
+	tag(image) == "latest"
+	field := concat("", [c.field, ".image"])
+	msg := concat("", [c.desc, " uses image \"", k8s.safe(image), "\": pin a version tag or digest instead of latest"])
+}
+
+deny contains {"msg": msg, "field": field} if {
+	some c in k8s.all_containers
+	image := image_of(c)
+	not contains(image, "@")
+	not tagged(image)
+	field := concat("", [c.field, ".image"])
+	msg := concat("", [c.desc, " uses untagged image \"", k8s.safe(image), "\" (which means latest): pin a version tag or digest"])
+}
+
+deny contains {"msg": msg, "field": field} if {
+	some c in k8s.all_containers
+	image := image_of(c)
+	contains(image, "@")
+	not valid_digest(image)
+	field := concat("", [c.field, ".image"])
+	msg := concat("", [c.desc, " uses image \"", k8s.safe(image), "\" with a malformed digest: pin a version tag or a full @sha256:<64 hex> digest"])
+}
+
+# The container's image when it is a non-empty string (a missing image is the schema's business).
+image_of(c) := image if {
+	image := c.container.image
+	is_string(image)
+	image != ""
+}
+
+# The last path component: `app:1.2` in `registry:5000/team/app:1.2`.
+last_component(image) := parts[count(parts) - 1] if {
+	parts := split(image, "/")
+}
+
+# The tag of an image without a digest; undefined when there is none.
+tag(image) := t if {
+	last := last_component(image)
+	i := indexof(last, ":")
+	i >= 0
+	t := substring(last, i + 1, -1)
+}
+
+tagged(image) if tag(image) != ""
+
+valid_digest(image) if regex.match(`^[^@]+@sha256:[a-f0-9]{64}$`, image)
+
+valid_digest(image) if regex.match(`^[^@]+@sha512:[a-f0-9]{128}$`, image)
