@@ -114,7 +114,6 @@ def _receive_factory(backend: _Backend, args: Sequence[Any], proto: Any,
 class PushgateApp:
     def __init__(self, settings: Settings) -> None:
         self.settings = settings
-        self.repo_path = repos.ensure(settings.data_dir)
         try:
             policy_set = policies.load(settings.policies_dir)
         except policies.PolicyError as e:
@@ -133,6 +132,8 @@ class PushgateApp:
         except ValueError as e:
             raise ConfigError(f"--kubernetes-version: {e}") from e
         self.ref_gate = RefGateAdapter(self.gate, settings.gated_refs)
+        # Only once everything an operator can get wrong has loaded: nothing half-made.
+        self.repo_path = repos.ensure(settings.data_dir)
         self.flask = _make_flask(self)
         self.authenticator = auth.Authenticator(settings.users_file)
         self.limiter = auth.RateLimiter(os.path.join(settings.data_dir, ".ratelimit"))

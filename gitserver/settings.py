@@ -70,14 +70,17 @@ def validate(s: Settings) -> None:
         raise ConfigError(f"--listen / PUSHGATE_LISTEN {s.listen!r} is not HOST:PORT")
     if not s.data_dir:
         raise ConfigError("--data-dir / PUSHGATE_DATA_DIR is required")
+    if not s.users_file:
+        raise ConfigError("--users / PUSHGATE_USERS is required (anonymous access is off)")
+    if not os.path.isfile(s.users_file):
+        raise ConfigError(f"--users {s.users_file} does not exist (create it with "
+                          f"'pushgate user add --users {s.users_file} NAME --role admin')")
     try:
         os.makedirs(s.data_dir, exist_ok=True)
     except OSError as e:
         raise ConfigError(f"--data-dir {s.data_dir}: cannot create: {e.strerror}") from e
     if not os.access(s.data_dir, os.W_OK):
         raise ConfigError(f"--data-dir {s.data_dir} is not writable")
-    if not s.users_file:
-        raise ConfigError("--users / PUSHGATE_USERS is required (anonymous access is off)")
     if s.missing_schema not in ("error", "warning"):
         raise ConfigError(f"--missing-schema {s.missing_schema!r}: expected error or warning")
     if s.anonymous_role not in (None, "read", "write"):

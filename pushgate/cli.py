@@ -36,6 +36,10 @@ def _parser() -> argparse.ArgumentParser:
                    help="ref checked by the gate (repeatable; default refs/heads/main)")
     s.add_argument("--protected-ref", action="append", default=None,
                    help="ref with no force-push or deletion (repeatable; default refs/heads/main)")
+    s.add_argument("--include", action="append", default=None,
+                   help="manifest file pattern (repeatable; default *.yaml, *.yml, *.json)")
+    s.add_argument("--exclude", action="append", default=None,
+                   help="path pattern to leave out of the gate (repeatable), e.g. 'docs/*'")
     s.add_argument("--missing-schema", default=_env("MISSING_SCHEMA", "error"),
                    choices=None, help="error or warning for kinds with no schema")
     s.add_argument("--max-pack-bytes", default=_env("MAX_PACK_BYTES", str(100 * 1024 * 1024)))
@@ -98,6 +102,10 @@ class _ConfigExit(Exception):
     pass
 
 
+def _split(value: str | None) -> list[str]:
+    return [x.strip() for x in (value or "").split(",") if x.strip()]
+
+
 def _int(flag: str, value: str) -> int:
     try:
         return int(value)
@@ -122,6 +130,8 @@ def _serve(args: argparse.Namespace) -> int:
         gated_refs=tuple(args.gated_ref or ("refs/heads/main",)),
         protected_refs=tuple(args.protected_ref or ("refs/heads/main",)),
         missing_schema=args.missing_schema,
+        include=tuple(args.include or _split(_env("INCLUDE")) or ("*.yaml", "*.yml", "*.json")),
+        exclude=tuple(args.exclude or _split(_env("EXCLUDE"))),
         max_pack_bytes=_int("--max-pack-bytes", args.max_pack_bytes),
         gate_timeout=_float("--gate-timeout", args.gate_timeout),
         workers=_int("--workers", args.workers), threads=_int("--threads", args.threads),
@@ -129,21 +139,22 @@ def _serve(args: argparse.Namespace) -> int:
         anonymous_role=args.anonymous_role,
     )
     settings.validate(s)
+    from gitserver import auth
     from pushgate import observe
 
-    observe.reset(s.data_dir)
-    # Build once in the master so every operator error surfaces before a worker forks.
-    app.create_app(s).close()
-    from gitserver import auth
-
+    # Every operator error surfaces here, before anything is created or started.
     auth.load_users(s.users_file)
-    for note in repos.recover(os.path.join(s.data_dir, repos.DEFAULT_REPO)):
-        logging.getLogger("pushgate").warning("recovery: %s", note)
+    if args.kubeconfig:
+        if not os.path.isfile(args.kubeconfig):
+            raise _ConfigExit(f"--kubeconfig {args.kubeconfig} does not exist")
+        _check_kubeconfig(args.kubeconfig)
+    _check_port(s.listen)
+    observe.reset(s.data_dir)
+    # Build once in the master (repository recovery included) before any worker forks.
+    app.create_app(s).close()
     host, port = s.host_port
     reconciler = None
     if args.kubeconfig or args.in_cluster:
-        if args.kubeconfig and not os.path.isfile(args.kubeconfig):
-            raise _ConfigExit(f"--kubeconfig {args.kubeconfig} does not exist")
         # The reconciler runs as its own process (as in the deploy shape), never a thread in
         # gunicorn's forking master.
         import subprocess
@@ -210,6 +221,18 @@ def _reconcile(args: argparse.Namespace) -> int:
     print(f"pushgate: reconciling {args.data_dir} branch {args.branch}", file=sys.stderr, flush=True)
     loop.run(stop)
     return 0
+
+
+def _check_port(listen: str) -> None:
+    import socket
+
+    host, _, port = listen.rpartition(":")
+    with socket.socket() as probe:
+        probe.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+        try:
+            probe.bind((host, int(port)))
+        except OSError as e:
+            raise _ConfigExit(f"--listen {listen}: cannot listen there ({e.strerror})") from e
 
 
 def _check_kubeconfig(path: str) -> None:

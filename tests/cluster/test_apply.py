@@ -75,6 +75,16 @@ def test_namespace_crd_and_custom_resource_in_one_commit(git: Git, attached_serv
     ready = next(c for c in doc["conditions"] if c["type"] == "Ready")
     assert ready["status"] == "True"
 
+    # `pushgate status` shows the same, for humans.
+    import subprocess
+
+    from tests.bed.server import PUSHGATE
+
+    shown = subprocess.run([PUSHGATE, "status", f"--data-dir={attached_server.data_dir}"],
+                           capture_output=True, text=True, check=True).stdout
+    assert "Ready" in shown and f"last applied:   {head}" in shown
+    assert f"Widget/{ns}/w1" in shown and "applied" in shown
+
     # The note per commit, read with the stock git CLI.
     git.run("fetch", "-q", attached_server.url(), "refs/notes/pushgate:refs/notes/pushgate", cwd=work)
     shown = git.run("log", "-1", "--notes=pushgate", "--format=%N", cwd=work).stdout
