@@ -12,7 +12,7 @@ import posixpath
 import time
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
-from typing import Any
+from typing import Any, TypeVar
 
 from pushgate.core import manifests
 from pushgate.core import violations as pv
@@ -39,6 +39,9 @@ class Build:
     manifests: list[manifests.Manifest]
     problems: list[pv.Violation]
     files: int = 0
+    # Per manifest, the identity of its source content ("<blob>#<n>"), "" when rendered: what
+    # the result caches are keyed by, so a push that changes 10 of 5,000 files checks 10.
+    keys: list[str] = field(default_factory=list)
 
 
 class Gate:
@@ -51,6 +54,11 @@ class Gate:
                                          missing_schema=config.missing_schema)  # type: ignore[arg-type]
         # Parsed files by content: a push that changes 10 of 5,000 files re-parses 10.
         self._parsed: dict[str, manifests.LoadResult] = {}
+        self._schema_results: dict[tuple[str, str], list[pv.Violation]] = {}
+        self._policy_rows: dict[str, list[tuple[str, Any]]] = {}
+        policy_set = getattr(engine, "policies", None)
+        # Results depend on the object only when no policy reads the push context.
+        self._cache_policies = policy_set is not None and not policy_set.uses_push_context
 
     # -- building -------------------------------------------------------------------------------
     def build(self, tree: SourceTree, deadline: float | None = None) -> Build:
@@ -74,6 +82,7 @@ class Gate:
             problems.append(pv.error(path, 0, "", "kustomize", msg))
 
         built: list[manifests.Manifest] = []
+        keys: list[str] = []
         count = 0
         for path, entry in sorted(files.items()):
             if kplan.covers(path) or not manifests.is_manifest_path(
@@ -83,15 +92,17 @@ class Gate:
             count += 1
             result = self._load(entry, path, tree)
             built.extend(result.manifests)
+            keys.extend(f"{entry.key}#{i}" if entry.key else "" for i in range(len(result.manifests)))
             problems.extend(result.problems)
         for root in kplan.roots:
             _check_deadline(deadline)
             count += 1
             ms, ps = self._render(root, readers, deadline)
             built.extend(ms)
+            keys.extend("" for _ in ms)
             problems.extend(ps)
         problems.extend(manifests.find_duplicates(built))
-        return Build(built, problems, count)
+        return Build(built, problems, count, keys)
 
     def _load(self, entry: Entry, path: str, tree: SourceTree) -> manifests.LoadResult:
         if entry.key and entry.key in self._parsed:
@@ -146,30 +157,69 @@ class Gate:
         crds = [m.obj for m in b.manifests if m.kind == "CustomResourceDefinition"
                 and m.api_version.startswith("apiextensions.k8s.io/")]
         schema_set = self.schemas.with_crds(crds) if crds else self.schemas
-        for m in b.manifests:
+        crd_key = _crd_key(crds)
+        for m, key in zip(b.manifests, b.keys, strict=True):
             _check_deadline(deadline)
-            found.extend(schema_set.validate(m.obj, path=m.path, line_of=m.line_of, ref=m.ref))
+            cached = self._schema_results.get((key, crd_key)) if key else None
+            if cached is None:
+                cached = schema_set.validate(m.obj, path=m.path, line_of=m.line_of, ref=m.ref)
+                if key:
+                    _bounded(self._schema_results)[(key, crd_key)] = cached
+            found.extend(cached)
         if self.engine is not None and b.manifests:
+            for m, row in zip(b.manifests, self._evaluate(b, push, deadline), strict=True):
+                for ep, value in row:
+                    found.extend(policies.to_violations(ep, value, path=m.path, ref=m.ref,
+                                                        line_of=m.line_of))
+        return b, _redact_secrets(found, b.manifests)
+
+    def _evaluate(self, b: Build, push: dict[str, Any] | None,
+                  deadline: float) -> list[list[tuple[str, Any]]]:
+        """Policy results per manifest, from the cache where the content was seen before."""
+        assert self.engine is not None
+        rows: list[list[tuple[str, Any]] | None] = [
+            self._policy_rows.get(k) if (k and self._cache_policies) else None for k in b.keys]
+        todo = [i for i, r in enumerate(rows) if r is None]
+        if todo:
             ctx = dict(push or {})
             ctx["files"] = {m.ref: m.path for m in b.manifests}
             left = deadline - time.monotonic()
             if left <= 0:
                 raise GateTimeout(f"gate time limit of {self.config.timeout:.0f}s exceeded")
             try:
-                rows = self.engine.evaluate([m.obj for m in b.manifests], ctx, left)
+                fresh = self.engine.evaluate([b.manifests[i].obj for i in todo], ctx, left)
             except policies.EngineTimeout as e:
                 # by type, not by text: an unreachable OPA says "Max retries exceeded" too
                 raise GateTimeout(f"gate time limit of {self.config.timeout:.0f}s exceeded "
                                   f"(policy evaluation)") from e
-            for m, row in zip(b.manifests, rows, strict=True):
-                for ep, value in row:
-                    found.extend(policies.to_violations(ep, value, path=m.path, ref=m.ref,
-                                                        line_of=m.line_of))
-        return b, _redact_secrets(found, b.manifests)
+            for i, row in zip(todo, fresh, strict=True):
+                rows[i] = row
+                if b.keys[i] and self._cache_policies:
+                    _bounded(self._policy_rows)[b.keys[i]] = row
+        return [r or [] for r in rows]
 
     def close(self) -> None:
         if self.engine is not None:
             self.engine.close()
+
+
+def _crd_key(crds: Sequence[dict[str, Any]]) -> str:
+    if not crds:
+        return ""
+    import hashlib
+    import json
+
+    return hashlib.sha256(json.dumps(crds, sort_keys=True).encode()).hexdigest()[:16]
+
+
+_T = TypeVar("_T")
+
+
+def _bounded(cache: _T) -> _T:
+    """The cache itself, emptied first when it grew past what a big repository needs."""
+    if isinstance(cache, dict) and len(cache) > 200_000:
+        cache.clear()
+    return cache
 
 
 def _check_deadline(deadline: float) -> None:
