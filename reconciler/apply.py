@@ -16,6 +16,7 @@ from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field
 from typing import Any
 
+from pushgate import faults
 from reconciler import errors, inventory
 from reconciler.cluster import Cluster
 from reconciler.inventory import Entry
@@ -177,6 +178,7 @@ class Applier:
             report.desired[entry.id] = labelled
             report.live[entry.id] = live
             self.progress(f"applied {entry.ref}")
+            faults.crashpoint("during-apply")
             return ObjectResult(entry.ref, entry, "applied")
 
         with ThreadPoolExecutor(self.parallelism) as pool:

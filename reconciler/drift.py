@@ -71,6 +71,8 @@ class DriftEvent:
 class Watches:
     """Watch threads for the managed kinds; events land in `events` as (Entry, live-or-None)."""
 
+    relists_total = 0  # over every Watches of this process: re-lists after 410 Gone and restarts
+
     def __init__(self, cluster: Cluster, applyset_id: str, timeout: int = 60) -> None:
         self.cluster = cluster
         self.selector = f"{inventory.PART_OF}={applyset_id}"
@@ -125,6 +127,7 @@ class Watches:
 
     def _relist(self, res: Any, api_version: str, kind: str) -> str:
         self.relists += 1
+        Watches.relists_total += 1
         listed = res.get(label_selector=self.selector).to_dict()
         for item in listed.get("items", []):
             item.setdefault("apiVersion", api_version)

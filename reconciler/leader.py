@@ -40,6 +40,7 @@ class LeaderElector:
         self._observed: tuple[str, str] = ("", "")
         self._observed_at = 0.0
         self.holder = ""
+        self.last_error: errors.ClusterError | None = None  # of the last acquire/renew, if it failed
         self._stop = threading.Event()
         self._thread = threading.Thread(target=self._run, daemon=True, name="leader-election")
 
@@ -57,7 +58,9 @@ class LeaderElector:
         while not self._stop.is_set():
             try:
                 self.try_acquire_or_renew()
+                self.last_error = None
             except errors.ClusterError as e:
+                self.last_error = e
                 log.info("lease %s/%s: %s", self.namespace, self.name, e.message)
             self._stop.wait(self.retry_period)
 

@@ -61,6 +61,7 @@ class Reconciler:
         self.lease = lease  # duration, renew deadline, retry period (seconds)
         self.elector: LeaderElector | None = None
         self._leading = not leader_elect
+        self._resync = True  # at start-up: apply the head again and start watching
         self._progress_saved = 0.0
         self.watches: drift.Watches | None = None
         self.checker: drift.DriftChecker | None = None
@@ -109,7 +110,9 @@ class Reconciler:
             return
         attempted = self.doc.get("lastAttemptedRevision")
         temporary = self.doc.get("lastResultTemporary", False)
-        if head != attempted or (temporary and head != self.doc.get("lastAppliedRevision")):
+        if self._resync or head != attempted or (
+                temporary and head != self.doc.get("lastAppliedRevision")):
+            self._resync = False
             self.reconcile(head)
             return
         self._handle_drift()
@@ -139,8 +142,8 @@ class Reconciler:
             status.record_drift(self.doc, event.as_dict())
             observe.metric("drift").labels(str(event.corrected).lower()).inc()
             self.doc["driftCount"] = self.doc.get("driftCount", 0) + 1
-        if found or self.doc.get("watchRelists") != self.watches.relists:
-            self.doc["watchRelists"] = self.watches.relists
+        if found or self.doc.get("watchRelists") != drift.Watches.relists_total:
+            self.doc["watchRelists"] = drift.Watches.relists_total
             self._save()
 
     def _start_drift(self, applier: Applier, report: ApplyReport) -> None:
@@ -174,8 +177,15 @@ class Reconciler:
             self.doc = status.load(self.data_dir, self.branch)  # the last leader's truth
             self.doc["leader"] = self.elector.identity
             self._tracking = None
+            # Whatever happened while we did not lead (or before we first did), converge again
+            # from the head, which also (re)starts the drift watches.
+            self._resync = True
         elif not leading and self._leading:
             log.warning("no longer leading (holder: %s)", self.elector.holder or "none")
+            if isinstance(self.elector.last_error, errors.Unavailable):
+                # Lost for want of the API server, not to another replica: say so once, while we
+                # are still the last leader (nobody else can lead before the lease expires).
+                self._outage(self.elector.last_error)
             if self.watches is not None:
                 self.watches.stop()
                 self.watches = None

@@ -73,4 +73,5 @@ def test_page_needs_the_read_role(attached_server: Server) -> None:
 
     with pytest.raises(urllib.error.HTTPError) as e:
         urllib.request.urlopen(f"http://127.0.0.1:{attached_server.port}/", timeout=10)
+    e.value.close()
     assert e.value.code == 401
