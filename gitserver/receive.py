@@ -17,7 +17,7 @@ from dataclasses import dataclass, field
 from typing import Any, Protocol
 
 from dulwich.errors import GitProtocolError
-from dulwich.objects import Commit, Tree
+from dulwich.objects import Commit
 from dulwich.protocol import (
     CAPABILITY_ATOMIC,
     CAPABILITY_DELETE_REFS,
@@ -35,8 +35,9 @@ from dulwich.protocol import (
 from dulwich.refs import check_ref_format
 from dulwich.server import ReceivePackHandler
 
-from gitserver import quarantine, repos
+from gitserver import history, quarantine, repos
 from gitserver.repos import ZERO, RefUpdate
+from pushgate import faults
 from pushgate.core import violations as pv
 
 log = logging.getLogger(__name__)
@@ -242,7 +243,7 @@ class GatedReceivePackHandler(ReceivePackHandler):
                            f"{self.context.max_pack_bytes} bytes")
                 self._say(msg)
                 return refuse_all(msg, unpack=msg[:100])
-        repos.crashpoint("after-receive")
+        faults.crashpoint("after-receive")
 
         per_ref = self._check_refs(q, updates)
         if per_ref:
@@ -257,7 +258,7 @@ class GatedReceivePackHandler(ReceivePackHandler):
         if "dry-run" in outcome.options:
             self._say("pushgate: dry run: the gate accepts this push; nothing was stored")
             return refuse_all("pushgate: dry run, nothing stored")
-        repos.crashpoint("after-gate")
+        faults.crashpoint("after-gate")
 
         with repos.locked(self.repo.path):
             repo = self.repo
@@ -266,7 +267,7 @@ class GatedReceivePackHandler(ReceivePackHandler):
                 return refuse_all("fetch first",
                                   {u.ref: "fetch first" for u in stale})
             q.migrate()
-            repos.crashpoint("after-migrate")
+            faults.crashpoint("after-migrate")
             repos.commit(repo, self.repo.path, updates)
         outcome.accepted = True
         return "ok", [(u.ref, "ok") for u in updates]
@@ -295,14 +296,14 @@ class GatedReceivePackHandler(ReceivePackHandler):
             if u.new not in store:
                 problems[u.ref] = "pushgate: pushed object missing from the pack"
                 continue
-            missing = _missing_objects(store, self.repo.object_store, u.new)
+            missing = history.missing_objects(store, self.repo.object_store, u.new)
             if missing:
                 problems[u.ref] = f"pushgate: incomplete push, missing object {missing.decode()}"
                 continue
             if u.ref.startswith(b"refs/heads/") and not isinstance(store[u.new], Commit):
                 problems[u.ref] = "pushgate: a branch must point at a commit"
                 continue
-            if protected and not u.is_create and not _is_ancestor(store, u.old, u.new):
+            if protected and not u.is_create and not history.is_ancestor(store, u.old, u.new):
                 problems[u.ref] = (f"pushgate: non-fast-forward update of protected branch "
                                    f"{_short(u.ref)} is not allowed")
         return problems
@@ -318,7 +319,7 @@ class GatedReceivePackHandler(ReceivePackHandler):
         deadline = time.monotonic() + self.context.gate_timeout
         for u in checked:
             self._say(f"pushgate: checking {_short(u.ref)} at {u.new[:12].decode()}")
-            changed = _changed_paths(q.store, u.old, u.new)
+            changed = history.changed_paths(q.store, u.old, u.new)
             try:
                 problems, n_files, n_objects = gate.check(q.store, u, self.context.pusher, changed,
                                                           deadline)
@@ -365,63 +366,6 @@ class GateUnavailable(Exception):
 def _short(ref: bytes) -> str:
     r = ref.decode(errors="replace")
     return r[len("refs/heads/"):] if r.startswith("refs/heads/") else r
-
-
-def _missing_objects(store: Any, main: Any, tip: bytes) -> bytes | None:
-    """The first object the new history needs and nobody has (connectivity check). Objects
-    already in the repository are complete by invariant, so the walk stops there."""
-    todo = [tip]
-    seen: set[bytes] = set()
-    while todo:
-        sha = todo.pop()
-        if sha in seen:
-            continue
-        seen.add(sha)
-        if sha in main:
-            continue
-        if sha not in store:
-            return sha
-        obj = store[sha]
-        if isinstance(obj, Commit):
-            todo.append(obj.tree)
-            todo.extend(obj.parents)
-        elif isinstance(obj, Tree):
-            for entry in obj.iteritems():
-                if entry.mode & 0o170000 == 0o160000:
-                    continue  # a submodule commit lives in another repository
-                todo.append(entry.sha)
-        elif obj.type_name == b"tag":
-            todo.append(obj.object[1])
-    return None
-
-
-def _is_ancestor(store: Any, old: bytes, new: bytes, limit: int = 200_000) -> bool:
-    todo = [new]
-    seen: set[bytes] = set()
-    while todo and len(seen) < limit:
-        sha = todo.pop()
-        if sha == old:
-            return True
-        if sha in seen or sha not in store:
-            continue
-        seen.add(sha)
-        obj = store[sha]
-        if isinstance(obj, Commit):
-            todo.extend(obj.parents)
-    return False
-
-
-def _changed_paths(store: Any, old: bytes, new: bytes) -> list[str]:
-    from dulwich.diff_tree import tree_changes
-
-    new_tree = store[new].tree
-    old_tree = store[old].tree if old != ZERO and old in store else None
-    out = []
-    for change in tree_changes(store, old_tree, new_tree):
-        for side in (change.old, change.new):
-            if side is not None and side.path is not None:
-                out.append(side.path.decode("utf-8", "replace"))
-    return sorted(set(out))
 
 
 HandlerFactory = Callable[..., GatedReceivePackHandler]

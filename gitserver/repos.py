@@ -20,7 +20,7 @@ from dulwich.repo import Repo
 
 from gitserver import quarantine
 from gitserver.errors import BadRepoName
-from pushgate import locks
+from pushgate import faults, locks
 
 DEFAULT_REPO = "cluster.git"
 ZERO = b"0" * 40
@@ -129,7 +129,7 @@ def commit(repo: Any, path: str, updates: Sequence[RefUpdate]) -> None:
         os.fsync(f.fileno())
     os.replace(tmp, journal)
     locks.fsync_dir(path)
-    crashpoint("between-journal-and-refs")
+    faults.crashpoint("between-journal-and-refs")
     _write_refs(repo, path, updates, roll_forward=False)
     os.unlink(journal)
     locks.fsync_dir(path)
@@ -183,7 +183,7 @@ def _write_refs(repo: Any, path: str, updates: Sequence[RefUpdate], *, roll_forw
     refs: Any = repo.refs  # dulwich's NewTypes (Ref, ObjectID) are plain bytes at runtime
     for i, u in enumerate(updates):
         if i == 1:
-            crashpoint("between-ref-writes")
+            faults.crashpoint("between-ref-writes")
         try:
             current = refs[u.ref]
         except KeyError:
@@ -209,13 +209,3 @@ def _write_refs(repo: Any, path: str, updates: Sequence[RefUpdate], *, roll_forw
             finally:
                 os.close(fd)
         locks.fsync_dir(os.path.dirname(ref_file) if os.path.isdir(os.path.dirname(ref_file)) else path)
-
-
-def crashpoint(name: str) -> None:
-    """Die here, as SIGKILL would, when PUSHGATE_CRASHPOINT names this point (fault tests)."""
-    if os.environ.get("PUSHGATE_CRASHPOINT") == name:
-        marker = os.environ.get("PUSHGATE_CRASHPOINT_MARKER")
-        if marker:
-            with open(marker, "a") as f:
-                f.write(name + "\n")
-        os._exit(137)

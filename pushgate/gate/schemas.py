@@ -23,7 +23,7 @@ import importlib.util
 import json
 import re
 import threading
-from collections.abc import Callable, Iterable, Iterator, Mapping
+from collections.abc import Callable, Iterable, Mapping
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, Literal
@@ -32,11 +32,11 @@ from jsonschema import FormatChecker  # type: ignore[import-untyped]
 from jsonschema.validators import validator_for  # type: ignore[import-untyped]
 
 from pushgate.core import violations
+from pushgate.gate import schemamsg
 
 MissingSchema = Literal["error", "warning"]
 _Predicate = Callable[[Any], bool]
 
-_SHOW_MAX = 80  # longest rendering of a value in a message
 # Annotations are dropped: jsonschema looks every key of every node up, known or not.
 _ANNOTATIONS = frozenset({"description", "title", "default", "example", "examples", "$comment",
                           "$schema", "$id", "nullable", "readOnly", "writeOnly", "deprecated"})
@@ -310,18 +310,18 @@ def _structural(node: Any, closing: bool = True) -> Any:
     if isinstance(node, bool):
         return node
     if not isinstance(node, dict):
-        raise ValueError(f"a schema must be an object, not {_show(node)}")
+        raise ValueError(f"a schema must be an object, not {schemamsg.show(node)}")
     for key, shape in _KEYWORD_SHAPES.items():
         if key in node and not isinstance(node[key], shape):
-            raise ValueError(f"{key} is not of the right type ({_show(node[key])})")
+            raise ValueError(f"{key} is not of the right type ({schemamsg.show(node[key])})")
     declared = node.get("type")
     if declared is not None and (not isinstance(declared, str) or declared not in _TYPES):
-        raise ValueError(f"unknown type {_show(declared)}")
+        raise ValueError(f"unknown type {schemamsg.show(declared)}")
     if "pattern" in node:
         try:
             re.compile(node["pattern"])
         except re.error as e:
-            raise ValueError(f"pattern {_show(node['pattern'])} is not a valid regex: {e}") from e
+            raise ValueError(f"pattern {schemamsg.show(node['pattern'])} is not a valid regex: {e}") from e
     # Branches of allOf/anyOf/oneOf/not only restrict values: closing them would refuse fields
     # that the structural part allows.
     out = _rebuild(node, lambda s: _structural(s, closing), lambda s: _structural(s, False))
@@ -374,7 +374,7 @@ def _custom_resources(crds: Iterable[dict[str, Any]],
             except ValueError as e:
                 crd_name = _get(crd, "metadata", "name") or f"{kind}.{group}"
                 custom = (f"the schema of {group}/{name} {kind} in CustomResourceDefinition "
-                          f"{crd_name} is invalid: {_short(str(e), 160)}")
+                          f"{crd_name} is invalid: {schemamsg.short(str(e), 160)}")
             found[(f"{group}/{name}", kind)] = custom
     return found
 
@@ -427,68 +427,6 @@ class SchemaSet:
             return []
         found = [
             violations.error(path, line_of(at), ref, f"schema:{rule}" if rule else "schema", text)
-            for rule, at, text in _problems(compiled.validator.iter_errors(obj), kind == "Secret")
+            for rule, at, text in schemamsg.problems(compiled.validator.iter_errors(obj), kind == "Secret")
         ]
         return sorted(found, key=lambda v: (v.line, v.rule, v.message))
-
-
-def _dotted(parts: Iterable[Any]) -> str:
-    return ".".join(str(p) for p in parts)
-
-
-def _short(text: str, limit: int = _SHOW_MAX) -> str:
-    return text if len(text) <= limit else text[: limit - 1] + "…"
-
-
-def _show(value: Any) -> str:
-    try:
-        return _short(json.dumps(value, ensure_ascii=False, default=str))
-    except (TypeError, ValueError):  # keys YAML allows but JSON does not (dates), or a cycle
-        return _short(repr(value))
-
-
-def _types(spec: Any) -> str:
-    names = [spec] if isinstance(spec, str) else [t for t in spec if t != "null"] or list(spec)
-    return " or ".join(names)
-
-
-_FORMAT_PHRASES = {"byte": "must be a base64 string", "int32": "must fit in 32 bits",
-                   "int64": "must fit in 64 bits"}
-
-
-def _problems(errors: Iterable[Any], redact: bool) -> Iterator[tuple[str, str, str]]:
-    """(rule path, line path, message) per problem; `redact` hides every value (Secrets)."""
-    seen_required: set[tuple[str, int]] = set()
-    for e in errors:
-        where = _dotted(e.absolute_path)
-        at = f"{where}: " if where else ""
-        got = "" if redact else f" (got {_show(e.instance)})"
-        keyword, spec = e.validator, e.validator_value
-        if keyword == "additionalProperties" and isinstance(e.instance, dict):
-            known, patterns = e.schema.get("properties", {}), e.schema.get("patternProperties", {})
-            for field in e.instance:
-                if field not in known and not any(re.search(p, str(field)) for p in patterns):
-                    inner = _dotted([*e.absolute_path, field])
-                    yield inner, inner, f'{at}unknown field "{_short(str(field))}"'
-        elif keyword == "required" and isinstance(e.instance, dict):
-            # jsonschema raises one error per missing field, without naming it: report all once.
-            if (where, id(e.schema)) not in seen_required:
-                seen_required.add((where, id(e.schema)))
-                for field in (f for f in spec if f not in e.instance):
-                    rule = f"{where}.{field}" if where else field
-                    yield rule, where, f'{at}missing required field "{_short(field)}"'
-        elif keyword == "type":
-            yield where, where, (f"{at}must be of type {_types(spec)}" if redact
-                                 else f"{at}{_show(e.instance)} is not of type {_types(spec)}")
-        elif keyword in ("oneOf", "anyOf"):
-            which = "exactly one" if keyword == "oneOf" else "any"
-            yield where, where, f"{at}does not match {which} of the allowed schemas{got}"
-        elif keyword == "format" and spec in _FORMAT_PHRASES:
-            yield where, where, f"{at}{_FORMAT_PHRASES[spec]}{got}"
-        elif redact:
-            yield where, where, f"{at}does not satisfy {keyword}: {_short(repr(spec))}"
-        else:
-            # jsonschema's wording, with its repr of the value (maybe huge) shortened.
-            text, value = str(e.message), repr(e.instance)
-            text = _show(e.instance) + text[len(value):] if text.startswith(value) else text
-            yield where, where, f"{at}{_short(text, 2 * _SHOW_MAX)}"
