@@ -120,6 +120,8 @@ def stale(repo: Any, updates: Sequence[RefUpdate]) -> list[RefUpdate]:
 
 def commit(repo: Any, path: str, updates: Sequence[RefUpdate]) -> None:
     """Apply every update (caller holds `locked(path)` and checked `stale`). Journaled, durable."""
+    # Before any ref moves: a fetch that saw the old tip may ask for it the very next moment.
+    _remember_tips(path, [u.old for u in updates if not u.is_create])
     journal = os.path.join(path, _JOURNAL)
     tmp = journal + ".tmp"
     with open(tmp, "w") as f:
@@ -133,7 +135,6 @@ def commit(repo: Any, path: str, updates: Sequence[RefUpdate]) -> None:
     _write_refs(repo, path, updates, roll_forward=False)
     os.unlink(journal)
     locks.fsync_dir(path)
-    _remember_tips(path, [u.old for u in updates if not u.is_create])
 
 
 def _remember_tips(path: str, olds: Sequence[bytes]) -> None:
