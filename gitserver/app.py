@@ -15,16 +15,17 @@ import time
 from collections.abc import Iterable, Iterator, Sequence
 from typing import Any
 
-from dulwich.errors import NotGitRepository
-from dulwich.server import Backend, UploadPackHandler
+from dulwich.errors import GitProtocolError, NotGitRepository
+from dulwich.server import Backend
 from dulwich.web import GunzipFilter, HTTPGitApplication, LimitedInputFilter
 from flask import Flask, jsonify, request
 
-from gitserver import auth, page, receive, repos
+from gitserver import auth, bodydeadline, page, receive, repos
 from gitserver.errors import BadRepoName, ConfigError
 from gitserver.receive import GatedReceivePackHandler, GateUnavailable, Pusher, PushOutcome
 from gitserver.repos import RefUpdate
 from gitserver.settings import Settings
+from gitserver.upload import BufferedUploadPackHandler
 from pushgate import locks, observe
 from pushgate.core import violations as pv
 from pushgate.gate import gate as gatemod
@@ -95,8 +96,8 @@ class _Backend(Backend):
 
 def _upload_factory(backend: _Backend, args: Sequence[Any], proto: Any,
                     stateless_rpc: bool = False, advertise_refs: bool = False) -> Any:
-    handler = UploadPackHandler(backend, args, proto, stateless_rpc=stateless_rpc,
-                                advertise_refs=advertise_refs)
+    handler = BufferedUploadPackHandler(backend, args, proto, stateless_rpc=stateless_rpc,
+                                        advertise_refs=advertise_refs)
     if stateless_rpc and not advertise_refs:
         repo: Any = handler.repo
         repo.extra_tips = repos.recent_tips(repo.path)
@@ -160,11 +161,13 @@ class PushgateApp:
                 start_response("413 Payload Too Large", [("Content-Type", "text/plain"),
                                                          ("Content-Length", str(len(body)))])
                 return [body]
+            watchdog = bodydeadline.watch(environ, self.settings.body_timeout)
             if environ.get("wsgi.input_terminated"):
                 # The WSGI server (gunicorn) has already de-chunked the body; dulwich would
                 # de-chunk it again and fail every push bigger than git's http.postBuffer.
                 environ.pop("HTTP_TRANSFER_ENCODING", None)
-            return inner(environ, start_response)  # type: ignore[no-any-return]
+            result = _quiet_protocol_errors(inner(environ, start_response))
+            return result if watchdog is None else bodydeadline.guard_response(result, watchdog)
 
         return guard
 
@@ -206,6 +209,19 @@ class PushgateApp:
 
     def close(self) -> None:
         self.gate.close()
+
+
+def _quiet_protocol_errors(result: Iterable[bytes]) -> Iterator[bytes]:
+    """The git response, ended with one log line instead of a traceback and a 500 when the client
+    breaks the protocol (a malformed command list, a bad pkt-line, a hang-up)."""
+    try:
+        yield from result
+    except GitProtocolError as e:
+        log.warning("git protocol error from the client: %s", str(e)[:300])
+    finally:
+        close = getattr(result, "close", None)
+        if close is not None:
+            close()
 
 
 def _reason_class(outcome: PushOutcome) -> str:

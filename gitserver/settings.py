@@ -32,6 +32,7 @@ class Settings:
     workers: int = 2
     threads: int = 4
     request_timeout: float = 120.0
+    body_timeout: float = 60.0  # a request body's grace period (see `bodydeadline`)
     anonymous_role: str | None = None
     kustomize: str | None = None
     extra: dict[str, str] = field(default_factory=dict)
@@ -89,6 +90,8 @@ def validate(s: Settings) -> None:
         raise ConfigError(f"--kustomize {s.kustomize}: not an executable")
     if s.opa_url and not s.opa_url.startswith(("http://", "https://")):
         raise ConfigError(f"--opa-url {s.opa_url!r}: expected an http(s) URL")
+    if not s.body_timeout > 0:
+        raise ConfigError(f"--body-timeout / PUSHGATE_BODY_TIMEOUT {s.body_timeout} must be positive")
     for name, value in (("--workers", s.workers), ("--threads", s.threads)):
         if value < 1:
             raise ConfigError(f"{name} must be at least 1")

@@ -44,6 +44,8 @@ def _parser() -> argparse.ArgumentParser:
                    choices=None, help="error or warning for kinds with no schema")
     s.add_argument("--max-pack-bytes", default=_env("MAX_PACK_BYTES", str(100 * 1024 * 1024)))
     s.add_argument("--gate-timeout", default=_env("GATE_TIMEOUT", "30"))
+    s.add_argument("--body-timeout", default=_env("BODY_TIMEOUT", "60"),
+                   help="seconds a request body may take, plus 1 s per 16 KiB received (slow clients)")
     s.add_argument("--workers", default=_env("WORKERS", "2"))
     s.add_argument("--threads", default=_env("THREADS", "4"))
     s.add_argument("--kustomize", default=_env("KUSTOMIZE"),
@@ -134,6 +136,7 @@ def _serve(args: argparse.Namespace) -> int:
         exclude=tuple(args.exclude or _split(_env("EXCLUDE"))),
         max_pack_bytes=_int("--max-pack-bytes", args.max_pack_bytes),
         gate_timeout=_float("--gate-timeout", args.gate_timeout),
+        body_timeout=_float("--body-timeout", args.body_timeout),
         workers=_int("--workers", args.workers), threads=_int("--threads", args.threads),
         kustomize=args.kustomize or settings.default_kustomize(),
         anonymous_role=args.anonymous_role,

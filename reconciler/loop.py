@@ -272,7 +272,9 @@ class Reconciler:
         self._tracking = {"revision": head, "report": report, "started": time.monotonic()}
         self.doc["objects"] = [self._object_row(r) for r in report.results]
         self._start_drift(applier, report)
-        self._follow_health()
+        # The apply's responses are the objects as they are live right now: judge them, rather
+        # than read every one again (N sequential GETs); later passes read the cluster.
+        self._follow_health(report.live)
 
     def _save(self) -> None:
         if not self._leading:
@@ -316,14 +318,16 @@ class Reconciler:
         return {"ref": r.ref, "action": r.action, "reason": r.reason, "message": r.message,
                 "health": "", "healthMessage": ""}
 
-    def _follow_health(self) -> None:
+    def _follow_health(self, fresh: dict[str, dict[str, Any]] | None = None) -> None:
+        """Assess the tracked commit's objects: those in `fresh` (entry id -> the object as the
+        apply just returned it) as they are there, every other one as read from the cluster."""
         assert self._tracking is not None and self.cluster is not None
         report: ApplyReport = self._tracking["report"]
         healths = []
         rows = {row["ref"]: row for row in self.doc.get("objects", [])}
         for r in report.applied:
             try:
-                live = self._live(r.entry)
+                live = fresh[r.entry.id] if fresh and r.entry.id in fresh else self._live(r.entry)
             except errors.Temporary as e:
                 self._outage(e)
                 return
