@@ -1,0 +1,75 @@
+"""Every benchmark runs end to end at toy size and produces numbers, so none can rot.
+
+The real runs (full sizes, results in bench/RESULTS.md) are `python -m bench.<name>`; these write
+their sections to a temporary file instead.
+"""
+
+from __future__ import annotations
+
+import math
+from pathlib import Path
+
+import pytest
+
+from bench import clone, gate_full, gate_incremental, reconcile, rss
+
+pytestmark = pytest.mark.slow
+
+
+def _finite(*values: float) -> bool:
+    return all(isinstance(v, float) and math.isfinite(v) and v > 0 for v in values)
+
+
+def _section(results: Path, name: str) -> str:
+    text = results.read_text()
+    assert f"## {name}:" in text
+    assert f"-m bench.{name} " in text
+    return text
+
+
+def test_gate_full(tmp_path: Path) -> None:
+    results = tmp_path / "RESULTS.md"
+    out = gate_full.main(["--size", "30", "--repeats", "1", "--warmup", "0", "--results", str(results)])
+    assert out["size"] == 30
+    assert _finite(*out["median"].values(), out["ratio"])
+    assert not any(out["failures"].values()), out["failures"]
+    assert out["phases"] and out["phases"]["objects"] == 30
+    assert "ratio pushgate / (kubeconform + conftest)" in _section(results, "gate_full")
+
+
+def test_gate_incremental(tmp_path: Path) -> None:
+    results = tmp_path / "RESULTS.md"
+    out = gate_incremental.main(["--size", "50", "--repeats", "2", "--results", str(results)])
+    assert len(out["server_seconds"]) == 2
+    assert _finite(out["p50"], *out["server_seconds"], *out["client_seconds"])
+    assert "server p50" in _section(results, "gate_incremental")
+
+
+def test_clone(tmp_path: Path) -> None:
+    results = tmp_path / "RESULTS.md"
+    out = clone.main(["--size", "50", "--repeats", "1", "--profile", "--results", str(results)])
+    assert _finite(*out["median"].values(), out["ratio"], out["server_in_process_seconds"])
+    text = _section(results, "clone")
+    assert "cProfile" in text
+
+
+def test_rss(tmp_path: Path) -> None:
+    results = tmp_path / "RESULTS.md"
+    out = rss.main(["--size", "50", "--repeats", "1", "--results", str(results)])
+    assert _finite(out["rss_mb"])
+    assert len(out["snapshots"]) == 3
+    assert "sum VmRSS" in _section(results, "rss")
+
+
+@pytest.mark.cluster
+def test_reconcile(tmp_path: Path) -> None:
+    results = tmp_path / "RESULTS.md"
+    out = reconcile.main(["--size", "20", "--repeats", "1", "--profile", "--results", str(results)])
+    assert len(out["push_applied"]) == 1 and len(out["drift"]) == 1
+    sync = [v for xs in out["sync"].values() for v in xs]
+    assert len(sync) == 3
+    assert _finite(out["push_p50"], out["drift_p50"], out["ratio"], out["ratio_novalidate"],
+                   out["profiled_seconds"], *out["push_total"], *sync)
+    assert out["push_phases"][0]["apply"]["requests"] == 50
+    text = _section(results, "reconcile")
+    assert "ratio pushgate / kubectl" in text and "edit -> corrected p50" in text and "cProfile" in text
