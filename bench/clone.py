@@ -20,7 +20,6 @@ import cProfile
 import gc
 import io
 import pstats
-import re
 import shutil
 import tempfile
 import time
@@ -113,13 +112,8 @@ def _timed_calls(call: Any, profile: bool) -> tuple[float, int, str]:
         stats = pstats.Stats(prof, stream=out)
         stats.sort_stats("cumulative").print_stats(30)
         stats.sort_stats("tottime").print_stats(20)
-        text = "\n".join(_short_paths(line.rstrip()) for line in out.getvalue().splitlines()
-                         if (line.strip() and "/" in line) or "ncalls" in line)
+        text = common.profile_lines(out.getvalue())
     return seconds, size, text
-
-
-def _short_paths(line: str) -> str:
-    return re.sub(r"\S*/site-packages/", "", line.replace(str(common.ROOT) + "/", ""))
 
 
 def main(argv: Sequence[str] | None = None) -> dict[str, Any]:

@@ -160,3 +160,13 @@ def write_section(path: str, name: str, text: str) -> None:
 def verdict(value: float, target: float, *, lower_is_better: bool = True) -> str:
     ok = value <= target if lower_is_better else value >= target
     return "MET" if ok else "MISSED"
+
+
+def profile_lines(raw: str, *, keep_builtins: bool = False) -> str:
+    """A pstats print-out cut to its table rows, paths shortened to the repo or the package."""
+    def short(line: str) -> str:
+        return re.sub(r"\S*/(site-packages|lib/python3\.\d+)/", "", line.replace(str(ROOT) + "/", ""))
+
+    return "\n".join(short(line.rstrip()) for line in raw.splitlines()
+                     if (line.strip() and "/" in line) or "ncalls" in line
+                     or (keep_builtins and "{" in line))

@@ -21,7 +21,6 @@ import gc
 import io
 import json
 import pstats
-import re
 import tempfile
 import threading
 import time
@@ -108,9 +107,7 @@ def profile_push(data_dir: Path, users_file: str, url: str, port: int, git: Any,
     stats = pstats.Stats(prof, stream=out)
     stats.sort_stats("cumulative").print_stats(35)
     stats.sort_stats("tottime").print_stats(15)
-    text = "\n".join(re.sub(r"\S*/site-packages/", "", line.rstrip().replace(str(common.ROOT) + "/", ""))
-                     for line in out.getvalue().splitlines()
-                     if (line.strip() and "/" in line) or "ncalls" in line)
+    text = common.profile_lines(out.getvalue())
     return seconds, text
 
 

@@ -31,7 +31,6 @@ import io
 import json
 import os
 import pstats
-import re
 import resource
 import secrets
 import shutil
@@ -428,10 +427,7 @@ def profile_sync(cp: Any, work: Path, git: Any, size: int) -> tuple[float, str]:
         stats.add(prof)
     stats.sort_stats("cumulative").print_stats(40)
     stats.sort_stats("tottime").print_stats(20)
-    text = "\n".join(re.sub(r"\S*/(site-packages|lib/python3\.\d+)/", "",
-                            line.rstrip().replace(str(common.ROOT) + "/", ""))
-                     for line in out.getvalue().splitlines()
-                     if (line.strip() and "/" in line) or "ncalls" in line or "{" in line)
+    text = common.profile_lines(out.getvalue(), keep_builtins=True)
     return seconds, text
 
 
