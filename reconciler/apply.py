@@ -5,6 +5,18 @@ Established; phase 2 dry-runs everything else, reports every object that fails (
 and applies the rest with bounded parallelism. Every object is labelled as a member of our
 ApplySet; the inventory lives on the ApplySet parent (a ConfigMap) and is written before the
 apply (a superset, so a crash never orphans an object) and after the prune.
+
+The per-object opt-out, `pushgate.io/reconcile: "false"` on the live object, means no write at
+all: such an object is neither applied (action "skipped", reason ReconcileDisabled) nor pruned
+(the same), and stays in the inventory, so it is neither orphaned nor forgotten; drift correction
+(`drift`) leaves it alone too. When the opt-out is lifted, the next commit, restart or
+leadership change applies (or prunes) it again, and drift correction does at once if its kind is
+watched. Reading the opt-out costs no request in the common case (see `_phase`). Set in Git
+instead, the annotation is applied like any field the first time (on create, or when it is
+added to an existing object), so it lands, and from then on the object is left alone while Git
+says "false". Who set it decides what lifts it: an operator's opt-out only by removing it from
+the live object; Git's own (owned by our field manager alone) also by removing it from Git, or
+setting another value. Prune honours any "false", whoever set it: not deleting is always safe.
 """
 
 from __future__ import annotations
@@ -30,7 +42,7 @@ FIRST_KINDS = {("", "Namespace"), ("apiextensions.k8s.io", "CustomResourceDefini
 class ObjectResult:
     ref: str
     entry: Entry
-    action: str  # applied | failed | pruned | prune-failed | kept | orphaned
+    action: str  # applied | failed | skipped | pruned | prune-failed | kept | orphaned
     reason: str = ""
     message: str = ""
     permanent: bool = True
@@ -73,10 +85,16 @@ class Applier:
 
     # -- inventory parent -----------------------------------------------------------------------
     def read_inventory(self) -> list[Entry]:
+        """The parent's inventory, in either format (the next `write_inventory` writes v2)."""
         parent = self.cluster.get("v1", "ConfigMap", self.parent_name, self.ns)
         if parent is None:
             return []
-        return inventory.decode((parent.get("data") or {}).get("inventory", ""))
+        try:
+            return inventory.decode((parent.get("data") or {}).get("inventory", ""))
+        except inventory.FormatError as e:
+            # Written by a newer pushgate: guessing could prune the wrong objects.
+            raise errors.Permanent(f"ConfigMap/{self.ns}/{self.parent_name}: {e}",
+                                   reason="InventoryFormat") from e
 
     def write_inventory(self, entries: Sequence[Entry], revision: str) -> None:
         namespaces = sorted({e.namespace for e in entries if e.namespace and e.namespace != self.ns})
@@ -137,7 +155,8 @@ class Applier:
         desired_ids = {r.entry.id for r in report.results}
         self.guard()
         self._prune([e for e in inventory.diff(old, []) if e.id not in desired_ids], report)
-        kept = [r.entry for r in report.results if r.action == "prune-failed"]
+        # Opted out (applied or pruned) objects stay ours: not orphaned, pruned once lifted.
+        kept = [r.entry for r in report.results if r.action in ("prune-failed", "skipped")]
         report.inventory = sorted(applied | set(keep_failed) | set(kept))
         self.write_inventory(report.inventory, revision)
         return report
@@ -152,18 +171,34 @@ class Applier:
         if not objects:
             return []
 
-        def dry(obj: dict[str, Any]) -> tuple[dict[str, Any], errors.ClusterError | None]:
+        def dry(obj: dict[str, Any]) -> tuple[dict[str, Any], dict[str, Any] | None,
+                                              errors.ClusterError | None]:
+            """The object, what the opt-out is judged on (see `reconcile_disabled`), the error."""
             try:
-                self.cluster.apply(self.labelled(obj), dry_run=True)
-                return obj, None
+                merged = self.cluster.apply(self.labelled(obj), dry_run=True)
             except errors.ClusterError as e:
-                return obj, e
+                # An opted-out object is not a failure whatever the server thinks of the commit's
+                # version of it; failures are few, so one GET each is cheap.
+                return obj, self._live_or_none(obj), e
+            # The dry-run answers with the live object, our fields merged in, at no extra cost.
+            # An annotation we do not send shows through as the live object has it, unless only
+            # we owned it (then the apply removes it, and the opt-out was Git's, now withdrawn).
+            # Only when the commit sets the annotation itself does the answer hide the live
+            # value: for those few objects, one GET.
+            if RECONCILE_ANNOTATION not in _annotations(obj):
+                return obj, merged, None
+            try:
+                return obj, self._live(obj), None
+            except errors.ClusterError as e:
+                return obj, None, e
 
         with ThreadPoolExecutor(self.parallelism) as pool:
             checked = list(pool.map(dry, objects))
         good = []
-        for obj, err in checked:
-            if err is None:
+        for obj, view, err in checked:
+            if reconcile_disabled(obj, view, self.cluster.field_manager):
+                report.results.append(self._skipped(obj, report))
+            elif err is None:
                 good.append(obj)
             else:
                 report.results.append(self._failed(obj, err, "dry-run"))
@@ -186,6 +221,24 @@ class Applier:
         report.results.extend(results)
         applied = {r.ref for r in results if r.action == "applied"}
         return [o for o in good if self._guess(o).ref in applied]
+
+    def _live(self, obj: dict[str, Any]) -> dict[str, Any] | None:
+        entry = self._guess(obj)
+        return self.cluster.get(entry.api_version, entry.kind, entry.name, entry.namespace)
+
+    def _live_or_none(self, obj: dict[str, Any]) -> dict[str, Any] | None:
+        try:
+            return self._live(obj)
+        except errors.ClusterError:
+            return None
+
+    def _skipped(self, obj: dict[str, Any], report: ApplyReport) -> ObjectResult:
+        entry = self._guess(obj)
+        # Desired, so that drift correction takes over again once the opt-out is lifted.
+        report.desired[entry.id] = self.labelled(obj)
+        self.progress(f"skipped {entry.ref}: {RECONCILE_ANNOTATION}=false")
+        return ObjectResult(entry.ref, entry, "skipped", "ReconcileDisabled",
+                            f"{RECONCILE_ANNOTATION}=false on the live object: not applied")
 
     def _failed(self, obj: dict[str, Any], err: errors.ClusterError, stage: str) -> ObjectResult:
         entry = self._guess(obj)
@@ -232,6 +285,13 @@ class Applier:
                 report.results.append(ObjectResult(e.ref, e, "orphaned", "PruneDisabled",
                                                    f"{PRUNE_ANNOTATION}=false: left in the cluster"))
                 continue
+            if ann.get(RECONCILE_ANNOTATION) == "false":
+                # Whoever set it (unlike apply, which lets Git withdraw its own opt-out): a
+                # delete cannot be undone. Kept in the inventory: pruned once it is lifted.
+                report.results.append(ObjectResult(
+                    e.ref, e, "skipped", "ReconcileDisabled",
+                    f"{RECONCILE_ANNOTATION}=false on the live object: not pruned"))
+                continue
             if e.protected and not (self.prune_protected or ann.get(PRUNE_ANNOTATION) == "true"):
                 # Kept on purpose and released from the inventory: not a failure.
                 report.results.append(ObjectResult(
@@ -246,6 +306,38 @@ class Applier:
                 continue
             self.progress(f"pruned {e.ref}")
             report.results.append(ObjectResult(e.ref, e, "pruned"))
+
+
+def reconcile_disabled(desired: dict[str, Any], live: dict[str, Any] | None,
+                       field_manager: str) -> bool:
+    """Whether applying `desired` must leave the object alone: its live state says
+    `pushgate.io/reconcile: "false"` and Git has not withdrawn an opt-out of its own.
+
+    `live` is the object as it is in the cluster, or the server's dry-run apply of `desired` when
+    `desired` does not set the annotation (the live object with desired merged in: the same
+    answer); None when it does not exist, and a new object is always created. Read by `drift` too.
+    """
+    if live is None or _annotations(live).get(RECONCILE_ANNOTATION) != "false":
+        return False
+    if _annotations(desired).get(RECONCILE_ANNOTATION) == "false":
+        return True  # Git's own opt-out, landed by an earlier apply: left alone from now on
+    # Git does not say "false" (any more): an opt-out set by anyone else stands; one that only
+    # our field manager wrote came from an earlier commit, and Git has withdrawn it.
+    return _annotation_managers(live, RECONCILE_ANNOTATION) != {field_manager}
+
+
+def _annotations(obj: dict[str, Any]) -> dict[str, Any]:
+    return dict((obj.get("metadata") or {}).get("annotations") or {})
+
+
+def _annotation_managers(obj: dict[str, Any], key: str) -> set[str]:
+    """The field managers that own annotation `key` (managedFields, fieldsV1 format)."""
+    out = set()
+    for mf in (obj.get("metadata") or {}).get("managedFields") or []:
+        fields = ((mf.get("fieldsV1") or {}).get("f:metadata") or {}).get("f:annotations") or {}
+        if f"f:{key}" in fields:
+            out.add(str(mf.get("manager", "")))
+    return out
 
 
 def _group_kind(obj: dict[str, Any]) -> tuple[str, str]:

@@ -1,18 +1,78 @@
 """The cluster adapter: the kubernetes DynamicClient behind a small, typed surface.
 
-Called by `apply`, `prune`, `health` readers and the loop. Everything goes through discovery,
-so custom resources work once their CRD is established. Every ApiException (and every connection
-failure) leaves this module as a `reconciler.errors.ClusterError`, chained with `from e`.
+Called by `apply`, `prune`, `health` readers, `leader` and the loop. Everything goes through
+discovery, so custom resources work once their CRD is established. Every exception leaves this
+module as a `reconciler.errors.ClusterError`, chained with `from e`: an API response by its
+status; a transport failure (`transport_failure`) as Unavailable, to be retried; anything else
+(the client refusing an object, a bug) as a permanent ClientError saying what it is, because
+retrying it forever while reporting an outage would hide it.
 """
 
 from __future__ import annotations
 
+import errno
+import http.client
 import os
+import socket
+import ssl
 import tempfile
 import threading
 from typing import Any
 
+import urllib3.exceptions
+
 from reconciler import errors
+
+# Failures of the connection or of the HTTP exchange itself: the server may answer next time.
+# Not urllib3.exceptions.HTTPError as a whole: it also holds LocationValueError (a bad URL) and
+# other mistakes of ours that no retry can fix.
+_TRANSPORT: tuple[type[BaseException], ...] = (
+    ConnectionError, TimeoutError, socket.gaierror, socket.herror, ssl.SSLError,
+    http.client.IncompleteRead, http.client.BadStatusLine,
+    urllib3.exceptions.MaxRetryError, urllib3.exceptions.TimeoutError,
+    urllib3.exceptions.NewConnectionError, urllib3.exceptions.ProtocolError,
+    urllib3.exceptions.SSLError, urllib3.exceptions.ProxyError,
+    urllib3.exceptions.IncompleteRead, urllib3.exceptions.InvalidChunkLength,
+    urllib3.exceptions.EmptyPoolError, urllib3.exceptions.ClosedPoolError,
+)
+_NETWORK_ERRNOS = {getattr(errno, name) for name in (
+    "ECONNREFUSED", "ECONNRESET", "ECONNABORTED", "ETIMEDOUT", "EHOSTUNREACH", "ENETUNREACH",
+    "ENETDOWN", "EHOSTDOWN", "ENETRESET", "EPIPE", "ENOTCONN", "ESHUTDOWN", "EADDRNOTAVAIL",
+) if hasattr(errno, name)}
+
+
+def transport_failure(e: BaseException) -> bool:
+    """Whether `e` is, or was explicitly caused by, a failure to reach the API server.
+
+    Follows `__cause__` (`raise ... from`) and MaxRetryError's `reason`. `__context__` (an
+    exception raised while another was handled) only for an ApiException of status 0: the client
+    raises that inside its `except urllib3.exceptions.SSLError` without `from`. For anything else
+    an unrelated context would turn a bug raised in an `except` block into an "outage"."""
+    from kubernetes.client.exceptions import ApiException
+
+    seen: set[int] = set()
+    todo: list[BaseException] = [e]
+    while todo:
+        x = todo.pop()
+        if id(x) in seen or len(seen) > 20:
+            continue
+        seen.add(id(x))
+        if isinstance(x, _TRANSPORT):
+            return True
+        if isinstance(x, OSError) and x.errno in _NETWORK_ERRNOS:
+            return True
+        if isinstance(x, ApiException) and not int(getattr(x, "status", 0) or 0):
+            # The client formats a TLS failure as reason "SSLError\n<detail>".
+            if str(getattr(x, "reason", "") or "").startswith("SSLError"):
+                return True
+            if x.__context__ is not None:
+                todo.append(x.__context__)
+        reason = getattr(x, "reason", None)
+        if isinstance(x, urllib3.exceptions.MaxRetryError) and isinstance(reason, BaseException):
+            todo.append(reason)
+        if x.__cause__ is not None:
+            todo.append(x.__cause__)
+    return False
 
 FIELD_MANAGER = "pushgate"
 
@@ -56,8 +116,11 @@ class Cluster:
             return errors.NotFound(f"the server has no resource type for it: {e}", reason="NoKind",
                                    code=404)
         if isinstance(e, (ApiException, DynamicApiError)):
-            return errors.from_api_exception(e)
-        return errors.Unavailable(f"API server unreachable: {type(e).__name__}", reason="Unreachable")
+            return errors.from_api_exception(e, transport=transport_failure(e))
+        if transport_failure(e):
+            return errors.Unavailable(f"API server unreachable: {errors.describe(e)}",
+                                      reason="Unreachable")
+        return errors.client_error(e)
 
     def resource(self, api_version: str, kind: str) -> Any:
         try:

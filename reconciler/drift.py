@@ -8,7 +8,9 @@ not retry that for a timed watch) re-lists and checks every object, then watches
 Drift is a live object that differs, in what pushgate manages, from a dry-run server-side apply of
 the committed object: status and server-set metadata are ignored and defaulted fields are not
 drift, because the dry-run has them too. A cheap comparison against the last state we saw rules
-out most events (status updates) without any API call.
+out most events (status updates) without any API call. An object opted out with
+`pushgate.io/reconcile: "false"` is left alone by the rule the applier follows
+(`apply.reconcile_disabled`); once the opt-out is lifted, the difference is drift and corrected.
 """
 
 from __future__ import annotations
@@ -21,14 +23,13 @@ from collections.abc import Iterator
 from dataclasses import dataclass, field
 from typing import Any
 
-from reconciler import errors, inventory
+from reconciler import apply, errors, inventory
 from reconciler.cluster import Cluster
 from reconciler.inventory import Entry
 
 log = logging.getLogger(__name__)
 _SERVER_META = ("resourceVersion", "generation", "managedFields", "uid", "creationTimestamp",
                 "selfLink", "deletionGracePeriodSeconds")
-RECONCILE_ANNOTATION = "pushgate.io/reconcile"
 
 
 def normalise(obj: dict[str, Any] | None) -> dict[str, Any] | None:
@@ -166,9 +167,8 @@ class DriftChecker:
         if live is not None:
             if _rv(live) < self.written_rv.get(entry.id, 0):
                 return None  # an event from before our last write: already handled
-            ann = (live.get("metadata") or {}).get("annotations") or {}
-            if ann.get(RECONCILE_ANNOTATION) == "false":
-                return None
+            if apply.reconcile_disabled(want, live, self.cluster.field_manager):
+                return None  # opted out: the same rule the applier follows
             if normalise(live) == self.seen.get(entry.id):
                 return None
         if live is None:

@@ -26,7 +26,7 @@ def test_entries_round_trip_and_ids_ignore_version() -> None:
     assert Entry.decode(e.encode()) == e
     cluster = Entry.of({"apiVersion": "v1", "kind": "Namespace", "metadata": {"name": "shop"}}, False)
     assert cluster.ref == "Namespace/shop" and cluster.protected
-    assert inventory.decode(inventory.encode([e, cluster])) == sorted([e, cluster])
+    assert sorted(inventory.decode(inventory.encode([e, cluster]))) == sorted([e, cluster])
 
 
 def test_diff_prunes_removed_objects_protected_kinds_last() -> None:
@@ -47,7 +47,7 @@ class _ApiError(Exception):
 @pytest.mark.parametrize(("code", "cls", "permanent"), [
     (422, errors.Invalid, True), (400, errors.Invalid, True), (403, errors.Forbidden, True),
     (404, errors.NotFound, True), (409, errors.Conflict, False), (500, errors.Unavailable, False),
-    (429, errors.Unavailable, False), (0, errors.Unavailable, False),
+    (429, errors.Unavailable, False),
 ])
 def test_api_errors_are_typed_permanent_or_temporary(code: int, cls: type, permanent: bool) -> None:
     body = json.dumps({"kind": "Status", "message": "field is immutable", "reason": "Invalid",
@@ -56,3 +56,14 @@ def test_api_errors_are_typed_permanent_or_temporary(code: int, cls: type, perma
     assert isinstance(err, cls) and err.permanent is permanent
     assert err.message == "field is immutable"
     assert "c2VjcmV0" not in str(err)  # only the Status message, never the rest of the body
+
+
+def test_status_0_is_an_outage_only_with_a_transport_cause() -> None:
+    """No HTTP response: the client's TLS failure (transport) or a request it could not build."""
+    odd = _ApiError(0, "")
+    odd.reason = "Cannot prepare a request message for provided\n   arguments."
+    err = errors.from_api_exception(odd)
+    assert isinstance(err, errors.ClientError) and err.permanent
+    assert err.message == "_ApiError: Cannot prepare a request message for provided arguments."
+    tls = errors.from_api_exception(odd, transport=True)
+    assert isinstance(tls, errors.Unavailable) and not tls.permanent and tls.reason == "Unreachable"
