@@ -2,7 +2,9 @@
 
 Called by the gate through the `PolicyEngine` protocol. One worker per server process, used by
 one request at a time (a lock); a crash, a timeout or garbage on the pipe refuses the push with
-the reason (fail closed), and the next call starts a fresh worker, so the server stays up.
+the reason (fail closed), and the next call starts a fresh worker, so the server stays up. The
+worker gets the entry points split by whether they can read the push context (from the policy
+set's compiled plan), so only those are rebuilt with each new push.
 """
 
 from __future__ import annotations
@@ -36,8 +38,10 @@ class EmbeddedEngine:
         )
         self._proc = proc
         modules = [[m.path, m.source] for m in self.policies.modules]
+        pushed = self.policies.push_entrypoints
         self._call(proc, {"op": "load", "modules": modules,
-                          "entrypoints": self.policies.entrypoints}, timeout)
+                          "static": [ep for ep in self.policies.entrypoints if ep not in pushed],
+                          "push": [ep for ep in self.policies.entrypoints if ep in pushed]}, timeout)
         return proc
 
     def _call(self, proc: subprocess.Popen[bytes], req: dict[str, Any], timeout: float) -> Any:
@@ -84,15 +88,18 @@ class EmbeddedEngine:
             self._proc = None
             self.restarts += 1
 
-    def evaluate(self, objects: Sequence[dict[str, Any]], push: dict[str, Any],
-                 timeout: float) -> list[list[tuple[str, Any]]]:
+    def evaluate(self, objects: Sequence[dict[str, Any]], push: dict[str, Any], timeout: float,
+                 entrypoints: Sequence[str] | None = None) -> list[list[tuple[str, Any]]]:
         with self._lock:
             deadline = time.monotonic() + timeout
             proc = self._proc if self._proc and self._proc.poll() is None else None
             if proc is None:
                 proc = self._start(timeout)
-            ctx = push if self.policies.uses_push_context else None
-            reply = self._call(proc, {"op": "eval", "push": ctx, "objects": list(objects)},
+            eps = list(entrypoints) if entrypoints is not None else None
+            # The push goes only where a policy can read it: it changes with every push.
+            ctx = push if self.policies.push_entrypoints & set(eps or self.policies.entrypoints) else {}
+            reply = self._call(proc, {"op": "eval", "push": ctx, "objects": list(objects),
+                                      "entrypoints": eps},
                                max(0.1, deadline - time.monotonic()))
             return [[(ep, value) for ep, value in row] for row in reply["results"]]
 

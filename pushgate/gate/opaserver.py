@@ -1,14 +1,18 @@
 """The `opa` policy engine: an OPA server (`--opa-url`) queried through opa-python-client.
 
-Called by the gate through the `PolicyEngine` protocol. One ad-hoc query per push evaluates every
-entry point for every object (`with input as` each object, conftest-style). A package the server
-has not loaded makes the query undefined, which is refused rather than read as "no denials".
+Called by the gate through the `PolicyEngine` protocol. One ad-hoc query per push evaluates the
+requested entry points for every object (`with input as` each object, conftest-style, and the
+push context as `data.pushgate.push`). The entry points are the policy set's, found by compiling
+the same directory (`policies.load`): at first use, and again after any failure, the server must
+show every one of those rules in its loaded policies, and a package it lacks makes the query
+undefined; both are refused rather than read as "no denials".
 """
 
 from __future__ import annotations
 
 import contextlib
 import json
+import threading
 from collections.abc import Sequence
 from typing import Any
 from urllib.parse import urlsplit
@@ -29,9 +33,10 @@ class OpaServerEngine:
             "host": parts.hostname, "port": parts.port or (443 if parts.scheme == "https" else 80),
             "ssl": parts.scheme == "https", "token": token, "retries": 0,
         }
+        self._verified = False
+        self._lock = threading.Lock()
 
-    def _query(self) -> str:
-        eps = self.policies.entrypoints
+    def _query(self, eps: Sequence[str]) -> str:
         exists = [f"_ = data.{pkg}" for pkg in sorted({ep.rsplit('/', 1)[0].replace('/', '.')
                                                         for ep in eps})]
         evals = ["p := input.push"] + [
@@ -41,18 +46,39 @@ class OpaServerEngine:
         ]
         return "; ".join(exists + evals)
 
-    def evaluate(self, objects: Sequence[dict[str, Any]], push: dict[str, Any],
-                 timeout: float) -> list[list[tuple[str, Any]]]:
-        eps = self.policies.entrypoints
+    def _verify(self, client: OpaClient) -> None:
+        """Every entry point of the policy set is a rule the server has loaded."""
+        loaded: set[str] = set()
+        for info in client.get_policies_info().values():
+            for url in info.get("rules", []):
+                loaded.add(str(url).split("/data/", 1)[-1])
+        missing = [ep for ep in self.policies.entrypoints if ep not in loaded]
+        if missing:
+            raise EngineUnavailable(f"OPA at {self.url} has not loaded the policy rules "
+                                    f"{', '.join(missing)} (it must serve {self.policies.directory})")
+
+    def evaluate(self, objects: Sequence[dict[str, Any]], push: dict[str, Any], timeout: float,
+                 entrypoints: Sequence[str] | None = None) -> list[list[tuple[str, Any]]]:
+        eps = list(entrypoints) if entrypoints is not None else self.policies.entrypoints
+        if not eps or not objects:
+            return [[] for _ in objects]
         client = OpaClient(**self._client_args, timeout=max(0.5, timeout))
         try:
-            reply = client.ad_hoc_query(self._query(), {"objects": list(objects), "push": push})
+            with self._lock:
+                if not self._verified:
+                    self._verify(client)
+                    self._verified = True
+            reply = client.ad_hoc_query(self._query(eps), {"objects": list(objects), "push": push})
+        except EngineUnavailable:
+            raise
         except Exception as e:  # requests/OPA errors of every kind: fail closed, say why
+            self._verified = False
             raise EngineUnavailable(f"OPA at {self.url} failed: {_short(e)}") from e
         finally:
             client.close_connection()
         rows = reply.get("result") or []
         if not rows:
+            self._verified = False
             raise EngineUnavailable(
                 f"OPA at {self.url} has not loaded every policy package ({', '.join(eps)})")
         bindings = rows[0]

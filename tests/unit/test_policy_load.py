@@ -1,7 +1,8 @@
 """Unit tests of `pushgate.gate.policies`: loading a policy directory (what is loaded, which entry
 points, what is refused and how the refusal reads) and turning rule results into Violations.
 
-Pure and fast: files in a temporary directory, no engine runs.
+Fast: files in a temporary directory; loading compiles them once in a throwaway regopy worker
+(entry points come from the compiled plan), no policy is evaluated.
 """
 
 from __future__ import annotations
@@ -40,8 +41,9 @@ def test_pushgate_policies_load_recursively_without_tests() -> None:
     assert ps.entrypoints == [f"pushgate/k8s/{t}/deny" for t in
                               ("images", "labels", "namespaces", "resources", "secrets", "security")]
     lib = next(m for m in ps.modules if m.path == "lib/k8s.rego")
-    assert lib.package == "pushgate.lib.k8s" and lib.rules == ()
-    assert not ps.uses_push_context
+    assert lib.package == "pushgate.lib.k8s"
+    assert not ps.uses_push_context and ps.push_entrypoints == frozenset()
+    assert ps.namespaces is None
 
 
 def test_nested_dirs_other_files_and_test_files(tmp_path: Path) -> None:
@@ -70,15 +72,13 @@ def test_entrypoints_for_deny_violation_and_warn(tmp_path: Path) -> None:
     })
     ps = policies.load(str(tmp_path))
     assert ps.entrypoints == ["p/one/deny", "p/one/violation", "p/one/warn"]
-    by_path = {m.path: m for m in ps.modules}
-    assert by_path["one.rego"].rules == ("violation", "warn")
-    assert by_path["two.rego"].rules == ()
 
 
 def test_push_context_is_noticed(tmp_path: Path) -> None:
     write(tmp_path, {"ctx.rego": "package ctx\n\ndeny contains \"no\" if {\n"
                                  "\tdata.pushgate.push.role == \"write\"\n}\n"})
-    assert policies.load(str(tmp_path)).uses_push_context
+    ps = policies.load(str(tmp_path))
+    assert ps.uses_push_context and ps.push_entrypoints == {"ctx/deny"}
 
 
 # -- what is refused -----------------------------------------------------------------------------
@@ -123,6 +123,16 @@ def test_other_with_and_the_word_with_are_allowed(tmp_path: Path) -> None:
 def test_no_package_refused(tmp_path: Path) -> None:
     write(tmp_path, {"nopkg.rego": "deny contains \"x\" if true\n"})
     assert refusal(tmp_path) == "nopkg.rego: no package declaration"
+
+
+def test_a_package_that_would_hide_the_push_context_refused(tmp_path: Path) -> None:
+    write(tmp_path, {"good.rego": CLEAN, "ctx.rego": "package pushgate.push\n\nrole := \"admin\"\n"})
+    assert refusal(tmp_path).startswith("ctx.rego: package pushgate.push would hide data.pushgate.push")
+
+
+def test_a_policy_that_does_not_compile_refused(tmp_path: Path) -> None:
+    write(tmp_path, {"bad.rego": "package p\n\ndeny contains msg if {\n\tmsg := \n}\n"})
+    assert refusal(tmp_path).startswith("the policies do not compile: ")
 
 
 def test_unreadable_file_refused(tmp_path: Path) -> None:
@@ -220,7 +230,13 @@ def test_empty_and_undefined_results_give_nothing() -> None:
     assert convert("main/deny", None) == []
 
 
-def test_a_single_result_not_in_a_list() -> None:
-    # an engine may hand back one object (e.g. a complete rule) rather than a set
-    [v] = convert("main/deny", {"msg": "alone"})
-    assert v.message == "alone"
+@pytest.mark.parametrize(("value", "what"), [({"msg": "alone"}, "an object"), ("alone", "a single value"),
+                                             (True, "a single value"), (3, "a single value")],
+                         ids=["object", "string", "boolean", "number"])
+def test_a_value_not_in_a_set_or_array_is_an_error_naming_the_rule(value: object, what: str) -> None:
+    # conftest reads only collections and silently passes anything else (`deny := "x"`, `deny if
+    # ...`): pushgate refuses instead, naming the rule, so a policy bug cannot pass everything
+    for ep in ("main/deny", "main/warn_x"):
+        [v] = convert(ep, value)
+        assert v.is_error and v.line == 0 and v.rule == ep
+        assert v.message.startswith(f"policy result is {what}")
