@@ -44,7 +44,7 @@ PUSHGATE_SHIM = """
 import sys
 from pushgate.gate import gate
 _config = gate.GateConfig
-gate.GateConfig = lambda **kw: _config(**{"timeout": 3600.0, **kw})
+gate.GateConfig = lambda **kw: _config(**{**kw, "timeout": 3600.0})
 from pushgate.cli import main
 sys.exit(main(sys.argv[1:]))
 """
@@ -99,10 +99,10 @@ def conftest_policies(dest: Path) -> Path:
 def breakdown(repo: Path) -> dict[str, float]:
     """One in-process run of the gate, phase by phase (where pushgate's time goes)."""
     from gitserver.settings import default_policies_dir
+    from pushgate.build.sources import DirTree
     from pushgate.gate import gate as gatemod
     from pushgate.gate import policies
     from pushgate.gate.embedded import EmbeddedEngine
-    from pushgate.gate.sources import DirTree
 
     t0 = time.perf_counter()
     engine = EmbeddedEngine(policies.load(default_policies_dir()))

@@ -65,8 +65,10 @@ def profile_push(data_dir: Path, users_file: str, url: str, port: int, git: Any,
     process-wide state)."""
     from gitserver import app as appmod
     from gitserver.settings import Settings, default_policies_dir
+    from pushgate import config as configmod
 
-    pg = appmod.create_app(Settings(data_dir=str(data_dir), gate_timeout=600, users_file=users_file,
+    cfg = configmod.Config().replace("gate", timeout=600.0)
+    pg = appmod.create_app(Settings(data_dir=str(data_dir), config=cfg, users_file=users_file,
                                     policies_dir=default_policies_dir()))
     prof = cProfile.Profile()
     state = {"profiling": False}

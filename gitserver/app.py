@@ -16,47 +16,60 @@ from collections.abc import Iterable, Iterator, Sequence
 from typing import Any
 
 from dulwich.errors import GitProtocolError, NotGitRepository
+from dulwich.refs import check_ref_format
 from dulwich.server import Backend
 from dulwich.web import GunzipFilter, HTTPGitApplication, LimitedInputFilter
 from flask import Flask, jsonify, request
 
 from gitserver import auth, bodydeadline, page, receive, repos
 from gitserver.errors import BadRepoName, ConfigError
-from gitserver.receive import GatedReceivePackHandler, GateUnavailable, Pusher, PushOutcome
+from gitserver.receive import GatedReceivePackHandler, GateResult, GateUnavailable, Pusher, PushOutcome
 from gitserver.repos import RefUpdate
 from gitserver.settings import Settings
 from gitserver.upload import BufferedUploadPackHandler
-from pushgate import locks, observe
-from pushgate.core import violations as pv
+from pushgate import datadir, locks, observe
+from pushgate.build.sources import GitTree
 from pushgate.gate import gate as gatemod
 from pushgate.gate import policies
 from pushgate.gate.embedded import EmbeddedEngine
 from pushgate.gate.opaserver import OpaServerEngine
-from pushgate.gate.sources import GitTree
 
 log = logging.getLogger(__name__)
-PUSH_LOG = "pushes.jsonl"
+PUSH_LOG = datadir.PUSH_LOG
 
 
 class RefGateAdapter:
     """The shared gate, seen by the receive handler as a `RefGate`."""
 
-    def __init__(self, gate: gatemod.Gate, gated_refs: Sequence[str]) -> None:
+    def __init__(self, gate: gatemod.Gate, gated_refs: Sequence[str], data_dir: str,
+                 policy_version: str) -> None:
         self.gate = gate
         self.gated_refs = {r.encode() for r in gated_refs}
+        self.data_dir = data_dir
+        self.policy_version = policy_version
 
     def gated(self, ref: bytes) -> bool:
         return ref in self.gated_refs
 
     def check(self, store: Any, update: RefUpdate, pusher: Pusher, changed: Sequence[str],
-              deadline: float) -> tuple[list[pv.Violation], int, int]:
+              deadline: float) -> GateResult:
         push = {"pusher": pusher.name, "role": pusher.role, "ref": update.ref.decode(),
                 "changed_paths": list(changed)}
         try:
             build, found = self.gate.check(GitTree(store, update.new), push, deadline)
-        except (policies.EngineUnavailable, gatemod.GateTimeout) as e:
-            raise GateUnavailable(str(e)) from e
-        return found, build.files, len(build.manifests)
+        except gatemod.GateTimeout as e:
+            raise GateUnavailable(str(e), receive.Refusal.TIMEOUT) from e
+        except policies.EngineUnavailable as e:
+            raise GateUnavailable(str(e), receive.Refusal.ENGINE) from e
+        verdict: datadir.Verdict = {
+            "commit": update.new.decode(), "ref": update.ref.decode(), "pusher": pusher.name,
+            "time": time.time(), "digest": build.digest(), "objects": len(build.manifests),
+            "config": self.gate.config.build.digest(), "policies": self.policy_version}
+        return GateResult(list(found), build.files, len(build.manifests), verdict,
+                          [str(e) for e in found.exceptions])
+
+    def record(self, verdict: datadir.Verdict) -> None:
+        datadir.write_verdict(self.data_dir, verdict)
 
 
 class _Context:
@@ -116,23 +129,25 @@ class PushgateApp:
     def __init__(self, settings: Settings) -> None:
         self.settings = settings
         try:
-            policy_set = policies.load(settings.policies_dir)
+            policy_set = policies.load(settings.policies_dir,
+                                       namespaces=settings.config.gate.policy_namespaces or None)
         except policies.PolicyError as e:
             raise ConfigError(f"--policies: {e}") from e
         self.policy_set = policy_set
+        log.info("policies: %s", "; ".join(policy_set.describe()))
         observe.setup(settings.data_dir, "gitserver")
         engine: policies.PolicyEngine = (
             OpaServerEngine(settings.opa_url, policy_set) if settings.opa_url
             else EmbeddedEngine(policy_set))
-        config = gatemod.GateConfig(
-            include=settings.include, exclude=settings.exclude,
-            kubernetes_version=settings.kubernetes_version,
-            missing_schema=settings.missing_schema, timeout=settings.gate_timeout)
+        cfg = settings.config
+        gate_config = gatemod.GateConfig(build=cfg.build, missing_schema=cfg.gate.missing_schema,
+                                         timeout=cfg.gate.timeout)
         try:
-            self.gate = gatemod.Gate(config, engine=engine, kustomize_bin=settings.kustomize)
+            self.gate = gatemod.Gate(gate_config, engine=engine, kustomize_bin=settings.kustomize)
         except ValueError as e:
             raise ConfigError(f"--kubernetes-version: {e}") from e
-        self.ref_gate = RefGateAdapter(self.gate, settings.gated_refs)
+        self.ref_gate = RefGateAdapter(self.gate, cfg.gate.gated_refs, settings.data_dir,
+                                       policy_set.version)
         # Only once everything an operator can get wrong has loaded: nothing half-made.
         self.repo_path = repos.ensure(settings.data_dir)
         self.flask = _make_flask(self)
@@ -184,24 +199,23 @@ class PushgateApp:
 
     def record(self, outcome: PushOutcome) -> None:
         """Append the push to the data dir's push log (the status page and API read it)."""
+        refusal = outcome.refusal.value if outcome.refusal is not None else ""
         entry = {
             "time": time.time(), "pusher": outcome.pusher, "accepted": outcome.accepted,
-            "reason": outcome.reason, "seconds": round(outcome.seconds, 3),
+            "reason": outcome.reason, "refusal": refusal, "seconds": round(outcome.seconds, 3),
             "updates": [{"ref": u.ref.decode(errors="replace"), "old": u.old.decode(),
                          "new": u.new.decode()} for u in outcome.updates],
             "problems": [str(v) for v in outcome.violations][:200],
             "options": outcome.options,
         }
         observe.metric("pushes").labels("accepted" if outcome.accepted else "refused",
-                                        _reason_class(outcome)).inc()
+                                        "ok" if outcome.accepted else refusal or "other").inc()
         observe.metric("gate_seconds").observe(outcome.seconds)
-        path = os.path.join(self.settings.data_dir, PUSH_LOG)
+        path = datadir.push_log_path(self.settings.data_dir)
         with locks.exclusive(path + ".lock"), open(path, "a") as f:
             f.write(json.dumps(entry) + "\n")
         if outcome.accepted:
-            # Wake the reconciler (it also polls, so a lost wake-up is harmless).
-            with open(os.path.join(self.settings.data_dir, "wake"), "a"):
-                os.utime(os.path.join(self.settings.data_dir, "wake"))
+            datadir.touch_wake(self.settings.data_dir)
         heads = ",".join(u.new.decode()[:12] for u in outcome.updates if not u.is_delete)
         log.info("push %s: %s", "accepted" if outcome.accepted else "refused", outcome.reason or "ok",
                  extra={"pusher": outcome.pusher, "commit": heads,
@@ -224,24 +238,10 @@ def _quiet_protocol_errors(result: Iterable[bytes]) -> Iterator[bytes]:
             close()
 
 
-def _reason_class(outcome: PushOutcome) -> str:
-    """A small, fixed set of label values (never free text) for the pushes metric."""
-    r = outcome.reason
-    if outcome.accepted:
-        return "ok"
-    for needle, label in (("problem", "gate"), ("fetch first", "stale"), ("protected", "protected"),
-                          ("unavailable", "engine"), ("time limit", "timeout"), ("pack", "pack"),
-                          ("dry run", "dry-run"), ("written by pushgate", "own-ref"),
-                          ("invalid ref", "ref-name")):
-        if needle in r:
-            return label
-    return "other"
-
-
 def deploy_progress(data_dir: str, ref: str, revision: str, timeout: float) -> Iterator[str]:
     """Follow the reconciler's status file (its contract with us) for one revision."""
-    branch = ref.removeprefix("refs/heads/")
-    path = os.path.join(data_dir, "status", f"{branch}.json")
+    branch = datadir.branch_of(ref)
+    path = datadir.status_path(data_dir, branch)
     grace = time.monotonic() + min(10.0, timeout)
     while not os.path.exists(path) and time.monotonic() < grace:
         time.sleep(0.2)  # a reconciler that is still starting announces itself here
@@ -282,7 +282,7 @@ def deploy_progress(data_dir: str, ref: str, revision: str, timeout: float) -> I
 
 
 def recent_pushes(data_dir: str, limit: int = 50) -> list[dict[str, Any]]:
-    path = os.path.join(data_dir, PUSH_LOG)
+    path = datadir.push_log_path(data_dir)
     try:
         with open(path) as f:
             lines = f.readlines()[-limit:]
@@ -305,6 +305,11 @@ def _reachable(url: str) -> bool:
             return bool(r.status == 200)
     except OSError:
         return False
+
+
+def _branch_name_ok(branch: str) -> bool:
+    ref: Any = f"refs/heads/{branch}".encode()
+    return len(branch) <= 200 and bool(check_ref_format(ref))
 
 
 def _make_flask(app: PushgateApp) -> Flask:
@@ -331,19 +336,20 @@ def _make_flask(app: PushgateApp) -> Flask:
 
     @web.get("/api/v1/status")
     def deploy_status() -> Any:
-        branch = request.args.get("branch", "main")
-        if not re.fullmatch(r"[A-Za-z0-9._-]{1,100}", branch):
+        branch = request.args.get("branch", app.settings.config.reconcile.branch)
+        if not _branch_name_ok(branch):
             return jsonify(error="bad branch name"), 400
-        try:
-            with open(os.path.join(app.settings.data_dir, "status", f"{branch}.json")) as f:
-                doc = json.load(f)
-        except (FileNotFoundError, ValueError):
-            doc = {"branch": branch, "attached": False, "conditions": []}
+        doc = datadir.read_status(app.settings.data_dir, branch)
+        if doc is None:
+            return jsonify({"branch": branch, "attached": False, "conditions": []})
         return jsonify(doc)
 
     @web.get("/")
     def status_page() -> Any:
-        return page.render(app.settings.data_dir, recent_pushes(app.settings.data_dir, 200))
+        branch = request.args.get("branch", app.settings.config.reconcile.branch)
+        if not _branch_name_ok(branch):
+            return jsonify(error="bad branch name"), 400
+        return page.render(app.settings.data_dir, recent_pushes(app.settings.data_dir, 200), branch)
 
     @web.get("/api/v1/pushes")
     def pushes() -> Any:

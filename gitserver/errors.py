@@ -8,6 +8,8 @@
 
 from __future__ import annotations
 
+from pushgate import config
+
 
 class GitServerError(Exception):
     """Base of the git server's errors."""
@@ -17,7 +19,7 @@ class BadRepoName(GitServerError):
     pass
 
 
-class ConfigError(GitServerError):
+class ConfigError(GitServerError, config.ConfigError):
     pass
 
 

@@ -9,11 +9,11 @@ is escaped by Jinja2 and no Secret data ever reaches these files.
 from __future__ import annotations
 
 import datetime as dt
-import json
-import os
 from typing import Any
 
 from flask import render_template_string
+
+from pushgate import datadir
 
 _TEMPLATE = """<!doctype html>
 <html lang="en"><head><meta charset="utf-8"><meta http-equiv="refresh" content="5">
@@ -65,11 +65,7 @@ def _when(t: float | None) -> str:
 
 
 def render(data_dir: str, pushes: list[dict[str, Any]], branch: str = "main") -> str:
-    try:
-        with open(os.path.join(data_dir, "status", f"{branch}.json")) as f:
-            deploy: dict[str, Any] = json.load(f)
-    except (FileNotFoundError, ValueError):
-        deploy = {}
+    deploy: dict[str, Any] = dict(datadir.read_status(data_dir, branch) or {})
     results = {h.get("revision"): h for h in deploy.get("history", [])}
     commits, refused = [], []
     for p in pushes:
@@ -81,10 +77,11 @@ def render(data_dir: str, pushes: list[dict[str, Any]], branch: str = "main") ->
                 h = results.get(u["new"], {})
                 commits.append({"sha": u["new"], "message": h.get("message", ""), "pusher": p.get("pusher"),
                                 "result": h.get("result", "pending" if deploy else "not applied"),
-                                "reason": h.get("reason", ""), "when": _when(p.get("time"))})
+                                "reason": ": ".join(x for x in (h.get("reason", ""), h.get("detail", "")) if x),
+                                "when": _when(p.get("time"))})
         else:
             refused.append({"when": _when(p.get("time")), "pusher": p.get("pusher"), "refs": refs,
                             "reason": p.get("reason", ""), "problems": p.get("problems", [])})
-    return render_template_string(_TEMPLATE, repo="cluster.git", branch=branch, deploy=deploy,
+    return render_template_string(_TEMPLATE, repo=datadir.REPO, branch=branch, deploy=deploy,
                                   cluster=deploy.get("cluster"), commits=commits[:30],
                                   refused=refused[:30], when=_when)

@@ -13,26 +13,33 @@ import contextlib
 import os
 import secrets
 import shutil
+import time
 
 from dulwich.object_store import DiskObjectStore
 
 from pushgate import locks
 
 PREFIX = "incoming-"
+_CREATING = ".creating-"
 _LOCK = "quarantine.lock"
 
 
 class Quarantine:
     def __init__(self, objects_dir: str) -> None:
         self.objects_dir = objects_dir
-        self.path = os.path.join(objects_dir, PREFIX + secrets.token_hex(8))
-        os.makedirs(os.path.join(self.path, "pack"))
-        lock = os.path.join(self.path, _LOCK)
+        name = secrets.token_hex(8)
+        # Made and locked under a name `sweep()` ignores, then renamed: a worker starting up
+        # (and sweeping) at the same moment never sees an incoming- directory without its lock.
+        making = os.path.join(objects_dir, _CREATING + name)
+        os.makedirs(os.path.join(making, "pack"))
+        lock = os.path.join(making, _LOCK)
         fd = os.open(lock, os.O_RDWR | os.O_CREAT, 0o600)
         self._lock_fd: int | None = locks.try_exclusive(lock)
         os.close(fd)
         if self._lock_fd is None:  # nobody else can know this fresh name
-            raise RuntimeError(f"cannot lock new quarantine {self.path}")
+            raise RuntimeError(f"cannot lock new quarantine {making}")
+        self.path = os.path.join(objects_dir, PREFIX + name)
+        os.rename(making, self.path)
         self.store = DiskObjectStore(self.path, alternates=[objects_dir])
 
     def packs(self) -> list[str]:
@@ -71,6 +78,13 @@ def sweep(objects_dir: str) -> list[str]:
     """Remove quarantines nobody holds (left by a crash). Returns the removed names."""
     removed = []
     for name in sorted(os.listdir(objects_dir)):
+        if name.startswith(_CREATING):
+            with contextlib.suppress(FileNotFoundError):
+                # left by a crash between mkdir and rename (a live one is renamed within ms)
+                if time.time() - os.stat(os.path.join(objects_dir, name)).st_mtime > 3600:
+                    shutil.rmtree(os.path.join(objects_dir, name), ignore_errors=True)
+                    removed.append(name)
+            continue
         if not name.startswith(PREFIX):
             continue
         path = os.path.join(objects_dir, name)

@@ -10,6 +10,7 @@ the repository lock. Interop tests drive it with the real git CLI (pinned dulwic
 
 from __future__ import annotations
 
+import enum
 import logging
 import time
 from collections.abc import Callable, Iterable, Iterator, Sequence
@@ -37,13 +38,13 @@ from dulwich.server import ReceivePackHandler
 
 from gitserver import history, quarantine, repos
 from gitserver.repos import ZERO, RefUpdate
-from pushgate import faults
+from pushgate import datadir, faults, observe
 from pushgate.core import violations as pv
 
 log = logging.getLogger(__name__)
 
 # pushgate writes these itself (deploy state, results); a push must never move them.
-OWN_REFS = (b"refs/deployed/", b"refs/notes/pushgate")
+OWN_REFS = datadir.OWN_REFS
 MAX_COMMANDS = 1000
 MAX_PUSH_OPTIONS = 32
 
@@ -52,6 +53,22 @@ MAX_PUSH_OPTIONS = 32
 class Pusher:
     name: str
     role: str
+
+
+class Refusal(enum.Enum):
+    """Why a push was refused: a typed value (metric label, push log), never parsed from text."""
+
+    GATE = "gate"  # the gate found problems
+    STALE = "stale"  # a ref moved since the pusher fetched
+    PROTECTED = "protected"  # force-push or deletion of a protected branch
+    OWN_REF = "own-ref"  # refs/deployed/*, refs/notes/pushgate
+    REF_NAME = "ref-name"  # not a valid ref name, or named twice
+    INCOMPLETE = "incomplete"  # objects missing, a branch not pointing at a commit
+    PACK = "pack"  # the pack could not be read, or is over the size limit
+    TIMEOUT = "timeout"  # the gate's time limit
+    ENGINE = "engine"  # the policy engine is down or crashed
+    INTERNAL = "internal"  # the gate failed inside: it could not decide
+    DRY_RUN = "dry-run"  # `-o dry-run`: checked, nothing stored
 
 
 @dataclass
@@ -63,9 +80,22 @@ class PushOutcome:
     updates: list[RefUpdate] = field(default_factory=list)
     accepted: bool = False
     reason: str = ""
+    refusal: Refusal | None = None
     violations: list[pv.Violation] = field(default_factory=list)
     options: list[str] = field(default_factory=list)
     seconds: float = 0.0
+    verdicts: list[datadir.Verdict] = field(default_factory=list)
+
+
+@dataclass(frozen=True)
+class GateResult:
+    """The gate's answer for the new tip of one gated ref."""
+
+    violations: list[pv.Violation]
+    files: int
+    objects: int
+    verdict: datadir.Verdict  # recorded before the ref moves, if the push is accepted
+    exceptions: list[str] = field(default_factory=list)  # exemptions granted by policies
 
 
 class RefGate(Protocol):
@@ -74,8 +104,13 @@ class RefGate(Protocol):
     def gated(self, ref: bytes) -> bool: ...
 
     def check(self, store: Any, update: RefUpdate, pusher: Pusher, changed: Sequence[str],
-              deadline: float) -> tuple[list[pv.Violation], int, int]:
-        """Every problem of the new tip, and how many files and objects were checked."""
+              deadline: float) -> GateResult:
+        """Every problem of the new tip, how much was checked, and the verdict to record.
+        Raises GateUnavailable when it cannot decide."""
+        ...
+
+    def record(self, verdict: datadir.Verdict) -> None:
+        """Persist an accepted verdict (before the ref moves) for the reconciler to check."""
         ...
 
 
@@ -225,9 +260,10 @@ class GatedReceivePackHandler(ReceivePackHandler):
 
     def _receive(self, q: quarantine.Quarantine, updates: list[RefUpdate],
                  outcome: PushOutcome) -> tuple[str, list[tuple[bytes, str]]]:
-        def refuse_all(reason: str, per_ref: dict[bytes, str] | None = None,
+        def refuse_all(refusal: Refusal, reason: str, per_ref: dict[bytes, str] | None = None,
                        unpack: str = "ok") -> tuple[str, list[tuple[bytes, str]]]:
             outcome.reason = reason
+            outcome.refusal = refusal
             per_ref = per_ref or {}
             return unpack, [(u.ref, per_ref.get(u.ref, reason)) for u in updates]
 
@@ -242,29 +278,34 @@ class GatedReceivePackHandler(ReceivePackHandler):
                     msg = (f"pushgate: pack larger than the limit of "
                            f"{self.context.max_pack_bytes} bytes")
                 self._say(msg)
-                return refuse_all(msg, unpack=msg[:100])
+                return refuse_all(Refusal.PACK, msg, unpack=msg[:100])
         faults.crashpoint("after-receive")
 
-        per_ref = self._check_refs(q, updates)
-        if per_ref:
-            for ref, why in per_ref.items():
+        checked = self._check_refs(q, updates)
+        if checked:
+            for ref, (_code, why) in checked.items():
                 self._say(f"{ref.decode(errors='replace')}: {why}")
-            return refuse_all("pushgate: push refused (atomic): another ref was refused",
-                              per_ref)
+            first = next(iter(checked.values()))[0]
+            return refuse_all(first, "pushgate: push refused (atomic): another ref was refused",
+                              {ref: why for ref, (_code, why) in checked.items()})
 
-        gate_reason = self._run_gate(q, updates, outcome)
-        if gate_reason:
-            return refuse_all(gate_reason)
+        refused = self._run_gate(q, updates, outcome)
+        if refused is not None:
+            return refuse_all(*refused)
         if "dry-run" in outcome.options:
             self._say("pushgate: dry run: the gate accepts this push; nothing was stored")
-            return refuse_all("pushgate: dry run, nothing stored")
+            return refuse_all(Refusal.DRY_RUN, "pushgate: dry run, nothing stored")
         faults.crashpoint("after-gate")
+        gate = self.context.gate
+        for verdict in outcome.verdicts:
+            assert gate is not None
+            gate.record(verdict)  # before the ref moves: the reconciler may look at once
 
         with repos.locked(self.repo.path):
             repo = self.repo
             stale = repos.stale(repo, updates)
             if stale:
-                return refuse_all("fetch first",
+                return refuse_all(Refusal.STALE, "fetch first",
                                   {u.ref: "fetch first" for u in stale})
             q.migrate()
             faults.crashpoint("after-migrate")
@@ -273,74 +314,90 @@ class GatedReceivePackHandler(ReceivePackHandler):
         return "ok", [(u.ref, "ok") for u in updates]
 
     # -- checks ---------------------------------------------------------------------------------
-    def _check_refs(self, q: quarantine.Quarantine, updates: Sequence[RefUpdate]) -> dict[bytes, str]:
-        problems: dict[bytes, str] = {}
+    def _check_refs(self, q: quarantine.Quarantine,
+                    updates: Sequence[RefUpdate]) -> dict[bytes, tuple[Refusal, str]]:
+        problems: dict[bytes, tuple[Refusal, str]] = {}
         seen: set[bytes] = set()
         store: Any = q.store
         for u in updates:
             if u.ref in seen:
-                problems[u.ref] = "pushgate: ref named twice in one push"
+                problems[u.ref] = (Refusal.REF_NAME, "pushgate: ref named twice in one push")
             seen.add(u.ref)
             if not u.ref.startswith(b"refs/") or not check_ref_format(u.ref):  # type: ignore[arg-type]
-                problems[u.ref] = "pushgate: invalid ref name"
+                problems[u.ref] = (Refusal.REF_NAME, "pushgate: invalid ref name")
                 continue
             if u.ref.startswith(OWN_REFS):
-                problems[u.ref] = ("pushgate: refs/deployed/* and refs/notes/pushgate are "
-                                   "written by pushgate only")
+                problems[u.ref] = (Refusal.OWN_REF, "pushgate: refs/deployed/* and refs/notes/pushgate "
+                                                    "are written by pushgate only")
                 continue
             protected = u.ref in self.context.protected
             if u.is_delete:
                 if protected:
-                    problems[u.ref] = f"pushgate: deleting protected branch {_short(u.ref)} is not allowed"
+                    problems[u.ref] = (Refusal.PROTECTED, f"pushgate: deleting protected branch "
+                                                          f"{_short(u.ref)} is not allowed")
                 continue
             if u.new not in store:
-                problems[u.ref] = "pushgate: pushed object missing from the pack"
+                problems[u.ref] = (Refusal.INCOMPLETE, "pushgate: pushed object missing from the pack")
                 continue
             missing = history.missing_objects(store, self.repo.object_store, u.new)
             if missing:
-                problems[u.ref] = f"pushgate: incomplete push, missing object {missing.decode()}"
+                problems[u.ref] = (Refusal.INCOMPLETE,
+                                   f"pushgate: incomplete push, missing object {missing.decode()}")
                 continue
             if u.ref.startswith(b"refs/heads/") and not isinstance(store[u.new], Commit):
-                problems[u.ref] = "pushgate: a branch must point at a commit"
+                problems[u.ref] = (Refusal.INCOMPLETE, "pushgate: a branch must point at a commit")
                 continue
             if protected and not u.is_create and not history.is_ancestor(store, u.old, u.new):
-                problems[u.ref] = (f"pushgate: non-fast-forward update of protected branch "
-                                   f"{_short(u.ref)} is not allowed")
+                problems[u.ref] = (Refusal.PROTECTED, f"pushgate: non-fast-forward update of protected "
+                                                      f"branch {_short(u.ref)} is not allowed")
         return problems
 
     def _run_gate(self, q: quarantine.Quarantine, updates: Sequence[RefUpdate],
-                  outcome: PushOutcome) -> str:
+                  outcome: PushOutcome) -> tuple[Refusal, str] | None:
+        """None when every gated ref passes; else why the push is refused."""
         gate = self.context.gate
         if gate is None:
-            return ""
+            return None
         found: list[pv.Violation] = []
+        exceptions: list[str] = []
         files = objects = 0
         checked = [u for u in updates if not u.is_delete and gate.gated(u.ref)]
         deadline = time.monotonic() + self.context.gate_timeout
         for u in checked:
             self._say(f"pushgate: checking {_short(u.ref)} at {u.new[:12].decode()}")
-            changed = history.changed_paths(q.store, u.old, u.new)
             try:
-                problems, n_files, n_objects = gate.check(q.store, u, self.context.pusher, changed,
-                                                          deadline)
-                found.extend(problems)
-                files += n_files
-                objects += n_objects
+                changed = history.changed_paths(q.store, u.old, u.new)
+                result = gate.check(q.store, u, self.context.pusher, changed, deadline)
             except GateUnavailable as e:
                 msg = f"pushgate: gate unavailable, push refused: {e}"
                 self._say(msg)
-                return msg
+                return e.refusal, msg
+            except Exception as e:  # a gate that fails inside must refuse, never answer 500
+                rid = observe.request_id.get()
+                log.exception("gate could not decide (request %s)", rid)
+                what = f"{type(e).__name__}: {str(e).splitlines()[0][:200] if str(e) else ''}"
+                msg = f"pushgate: gate could not decide: {what} (request id {rid})"
+                self._say(msg)
+                return Refusal.INTERNAL, msg
+            found.extend(result.violations)
+            exceptions.extend(result.exceptions)
+            files += result.files
+            objects += result.objects
+            outcome.verdicts.append(result.verdict)
         outcome.violations = found
         if not checked:
-            return ""
+            return None
         lines = pv.report(found)
-        for line in lines[:-1]:
+        for line in lines[:-1] + exceptions:
             self._say(line)
+        n = len(exceptions)
+        granted = f", {n} exception{'s' if n != 1 else ''}" if n else ""
         errors = sum(1 for v in found if v.is_error)
-        self._say(f"pushgate: {lines[-1]}; checked {files} files, {objects} objects")
+        self._say(f"pushgate: {lines[-1]}{granted}; checked {files} files, {objects} objects")
         if errors:
-            return f"pushgate: {errors} problem{'s' if errors != 1 else ''} found, see above"
-        return ""
+            outcome.verdicts.clear()
+            return Refusal.GATE, f"pushgate: {errors} problem{'s' if errors != 1 else ''} found, see above"
+        return None
 
 
 MAX_WAIT = 600.0
@@ -361,6 +418,10 @@ def _wait_seconds(options: Sequence[str]) -> float:
 
 class GateUnavailable(Exception):
     """The gate could not decide (policy engine down, crashed or timed out): fail closed."""
+
+    def __init__(self, message: str, refusal: Refusal = Refusal.ENGINE) -> None:
+        super().__init__(message)
+        self.refusal = refusal
 
 
 def _short(ref: bytes) -> str:

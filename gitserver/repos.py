@@ -20,9 +20,9 @@ from dulwich.repo import Repo
 
 from gitserver import quarantine
 from gitserver.errors import BadRepoName
-from pushgate import faults, locks
+from pushgate import datadir, faults, locks
 
-DEFAULT_REPO = "cluster.git"
+DEFAULT_REPO = datadir.REPO
 ZERO = b"0" * 40
 _NAME = re.compile(r"^[A-Za-z0-9][A-Za-z0-9._-]{0,99}\.git$")
 _LOCK = locks.REPO_LOCK

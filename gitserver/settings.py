@@ -12,23 +12,21 @@ from dataclasses import dataclass, field
 from pathlib import Path
 
 from gitserver.errors import ConfigError
+from pushgate.config import Config
 
 
 @dataclass(frozen=True)
 class Settings:
+    """The server process's own settings; what the gate and the reconciler must agree on (the
+    build, the gated refs, ...) is `config`, persisted in the data directory at start."""
+
     data_dir: str
     listen: str = "127.0.0.1:8080"
     users_file: str = ""
     policies_dir: str = ""
     opa_url: str | None = None
-    kubernetes_version: str = "1.37"
-    gated_refs: tuple[str, ...] = ("refs/heads/main",)
-    protected_refs: tuple[str, ...] = ("refs/heads/main",)
-    include: tuple[str, ...] = ("*.yaml", "*.yml", "*.json")
-    exclude: tuple[str, ...] = ()
-    missing_schema: str = "error"
+    config: Config = field(default_factory=Config)
     max_pack_bytes: int = 100 * 1024 * 1024
-    gate_timeout: float = 30.0
     workers: int = 2
     threads: int = 4
     request_timeout: float = 120.0
@@ -36,6 +34,18 @@ class Settings:
     anonymous_role: str | None = None
     kustomize: str | None = None
     extra: dict[str, str] = field(default_factory=dict)
+
+    @property
+    def gate_timeout(self) -> float:
+        return self.config.gate.timeout
+
+    @property
+    def gated_refs(self) -> tuple[str, ...]:
+        return self.config.gate.gated_refs
+
+    @property
+    def protected_refs(self) -> tuple[str, ...]:
+        return self.config.gate.protected_refs
 
     @property
     def host_port(self) -> tuple[str, int]:
@@ -82,8 +92,6 @@ def validate(s: Settings) -> None:
         raise ConfigError(f"--data-dir {s.data_dir}: cannot create: {e.strerror}") from e
     if not os.access(s.data_dir, os.W_OK):
         raise ConfigError(f"--data-dir {s.data_dir} is not writable")
-    if s.missing_schema not in ("error", "warning"):
-        raise ConfigError(f"--missing-schema {s.missing_schema!r}: expected error or warning")
     if s.anonymous_role not in (None, "read", "write"):
         raise ConfigError(f"--anonymous-role {s.anonymous_role!r}: expected read or write")
     if s.kustomize and not (os.access(s.kustomize, os.X_OK) or shutil.which(s.kustomize)):
@@ -95,6 +103,3 @@ def validate(s: Settings) -> None:
     for name, value in (("--workers", s.workers), ("--threads", s.threads)):
         if value < 1:
             raise ConfigError(f"{name} must be at least 1")
-    for ref in s.gated_refs + s.protected_refs:
-        if not ref.startswith("refs/"):
-            raise ConfigError(f"ref {ref!r} must be a full ref name (refs/heads/...)")

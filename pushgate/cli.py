@@ -1,4 +1,7 @@
-"""The `pushgate` command: serve, validate, user add.
+"""The `pushgate` command: serve, reconcile, status, validate, render, user add.
+
+The composition root: it reads the configuration (file, then flags), wires the git server, the
+reconciler and the gate, and persists the configuration where every side reads it.
 
 Operator errors (a bad flag or variable, a missing users file, bad policies) print one line
 naming what to fix and exit 2 before anything starts; nothing prints a traceback at a user.
@@ -12,12 +15,46 @@ import os
 import sys
 import time
 from collections.abc import Sequence
+from typing import Any
+
+from pushgate import config as configmod
 
 EXIT_CONFIG = 2
 
 
 def _env(name: str, default: str | None = None) -> str | None:
     return os.environ.get(f"PUSHGATE_{name}", default)
+
+
+def _build_flags(p: argparse.ArgumentParser) -> None:
+    """Flags that override the configuration file's `build` and `gate` sections."""
+    p.add_argument("--config", default=_env("CONFIG"),
+                   help="configuration file (pushgate.yaml); flags override it")
+    p.add_argument("--include", action="append", default=None,
+                   help="manifest file pattern (repeatable; default *.yaml, *.yml, *.json)")
+    p.add_argument("--exclude", action="append", default=None,
+                   help="path pattern to leave out of the build (repeatable), e.g. 'docs/*'")
+    p.add_argument("--kubernetes-version", default=_env("KUBERNETES_VERSION"))
+    p.add_argument("--default-namespace", default=_env("DEFAULT_NAMESPACE"),
+                   help="namespace for namespaced objects that name none (default: default)")
+    p.add_argument("--missing-schema", default=_env("MISSING_SCHEMA"),
+                   help="error or warning for kinds with no schema")
+    p.add_argument("--policy-namespace", action="append", default=None,
+                   help="Rego package whose rules count (repeatable; default: every package; "
+                        "'main' matches conftest's default)")
+
+
+def _reconcile_flags(p: argparse.ArgumentParser) -> None:
+    """Flags that override the configuration's `reconcile` section."""
+    p.add_argument("--branch", default=_env("BRANCH"), help="the branch to apply (default main)")
+    p.add_argument("--inventory-namespace", default=_env("INVENTORY_NAMESPACE"))
+    p.add_argument("--prune-protected", action="store_const", const=True, default=None,
+                   help="also prune Namespaces, PVCs and CRDs removed from Git")
+    p.add_argument("--health-timeout", default=_env("HEALTH_TIMEOUT"))
+    p.add_argument("--drift", default=_env("DRIFT"), choices=("correct", "detect", "off"),
+                   help="correct out-of-band changes (default), only report them, or ignore them")
+    p.add_argument("--no-force-conflicts", action="store_const", const=True, default=None,
+                   help="do not take over fields another manager owns")
 
 
 def _parser() -> argparse.ArgumentParser:
@@ -31,19 +68,13 @@ def _parser() -> argparse.ArgumentParser:
     s.add_argument("--policies", default=_env("POLICIES"), help="Rego policy directory")
     s.add_argument("--opa-url", default=_env("OPA_URL"), help="use this OPA server instead of the "
                                                               "embedded engine")
-    s.add_argument("--kubernetes-version", default=_env("KUBERNETES_VERSION", "1.37"))
+    _build_flags(s)
     s.add_argument("--gated-ref", action="append", default=None,
                    help="ref checked by the gate (repeatable; default refs/heads/main)")
     s.add_argument("--protected-ref", action="append", default=None,
                    help="ref with no force-push or deletion (repeatable; default refs/heads/main)")
-    s.add_argument("--include", action="append", default=None,
-                   help="manifest file pattern (repeatable; default *.yaml, *.yml, *.json)")
-    s.add_argument("--exclude", action="append", default=None,
-                   help="path pattern to leave out of the gate (repeatable), e.g. 'docs/*'")
-    s.add_argument("--missing-schema", default=_env("MISSING_SCHEMA", "error"),
-                   choices=None, help="error or warning for kinds with no schema")
     s.add_argument("--max-pack-bytes", default=_env("MAX_PACK_BYTES", str(100 * 1024 * 1024)))
-    s.add_argument("--gate-timeout", default=_env("GATE_TIMEOUT", "30"))
+    s.add_argument("--gate-timeout", default=_env("GATE_TIMEOUT"))
     s.add_argument("--body-timeout", default=_env("BODY_TIMEOUT", "60"),
                    help="seconds a request body may take, plus 1 s per 16 KiB received (slow clients)")
     s.add_argument("--workers", default=_env("WORKERS", "2"))
@@ -51,20 +82,17 @@ def _parser() -> argparse.ArgumentParser:
     s.add_argument("--kustomize", default=_env("KUSTOMIZE"),
                    help="kustomize binary (default: the pinned one)")
     s.add_argument("--anonymous-role", default=_env("ANONYMOUS_ROLE"), help="read, to allow anonymous clones")
-
     s.add_argument("--kubeconfig", default=_env("KUBECONFIG_FILE"),
                    help="attach a cluster: run the reconciler next to the server")
     s.add_argument("--in-cluster", action="store_true", help="attach the cluster this pod runs in")
+    _reconcile_flags(s)
 
-    r = sub.add_parser("reconcile", help="run the reconciler over a data dir")
+    r = sub.add_parser("reconcile", help="run the reconciler over a data dir (reads the "
+                                         "configuration the server persisted there)")
     r.add_argument("--data-dir", default=_env("DATA_DIR"))
     r.add_argument("--kubeconfig", default=_env("KUBECONFIG_FILE"),
                    help="kubeconfig file (default: the in-cluster ServiceAccount)")
-    r.add_argument("--branch", default=_env("BRANCH", "main"))
-    r.add_argument("--inventory-namespace", default=_env("INVENTORY_NAMESPACE", "pushgate-system"))
-    r.add_argument("--prune-protected", action="store_true",
-                   help="also prune Namespaces, PVCs and CRDs removed from Git")
-    r.add_argument("--health-timeout", default=_env("HEALTH_TIMEOUT", "300"))
+    _reconcile_flags(r)
     r.add_argument("--kustomize", default=_env("KUSTOMIZE"))
     r.add_argument("--no-leader-elect", action="store_true",
                    help="do not take a Lease (only when a single reconciler runs)")
@@ -73,23 +101,26 @@ def _parser() -> argparse.ArgumentParser:
     r.add_argument("--retry-period", default=_env("RETRY_PERIOD", "2"))
     r.add_argument("--probe-listen", default=_env("PROBE_LISTEN"),
                    help="HOST:PORT for the reconciler's /healthz and /readyz")
-    r.add_argument("--drift", default=_env("DRIFT", "correct"), choices=("correct", "detect", "off"),
-                   help="correct out-of-band changes (default), only report them, or ignore them")
-    r.add_argument("--no-force-conflicts", action="store_true",
-                   help="do not take over fields another manager owns")
 
     st = sub.add_parser("status", help="show the deploy status")
     st.add_argument("--data-dir", default=_env("DATA_DIR"))
-    st.add_argument("--branch", default="main")
+    st.add_argument("--branch", default=None, help="default: the reconciled branch")
     st.add_argument("--json", action="store_true")
 
-    v = sub.add_parser("validate", help="run the gate over a working tree (pre-commit, CI)")
-    v.add_argument("directory")
-    v.add_argument("--policies", default=_env("POLICIES"))
-    v.add_argument("--opa-url", default=_env("OPA_URL"))
-    v.add_argument("--kubernetes-version", default=_env("KUBERNETES_VERSION", "1.37"))
-    v.add_argument("--missing-schema", default=_env("MISSING_SCHEMA", "error"))
-    v.add_argument("--kustomize", default=_env("KUSTOMIZE"))
+    for name, what in (("validate", "run the gate over a working tree (pre-commit, CI)"),
+                       ("render", "print the objects pushgate would apply for a tree (YAML stream)")):
+        v = sub.add_parser(name, help=what)
+        v.add_argument("directory", nargs="?" if name == "render" else None,
+                       default="." if name == "render" else None)
+        v.add_argument("--data-dir", default=None,
+                       help="use the configuration a server persisted in this data directory")
+        _build_flags(v)
+        v.add_argument("--kustomize", default=_env("KUSTOMIZE"))
+        if name == "validate":
+            v.add_argument("--policies", default=_env("POLICIES"))
+            v.add_argument("--opa-url", default=_env("OPA_URL"))
+            v.add_argument("-v", "--verbose", action="store_true",
+                           help="also print the policy entry points found")
 
     u = sub.add_parser("user", help="manage users")
     usub = u.add_subparsers(dest="user_command", required=True)
@@ -100,7 +131,7 @@ def _parser() -> argparse.ArgumentParser:
     return p
 
 
-class _ConfigExit(Exception):
+class _ConfigExit(configmod.ConfigError):
     pass
 
 
@@ -122,20 +153,60 @@ def _float(flag: str, value: str) -> float:
         raise _ConfigExit(f"{flag} {value!r} is not a number") from None
 
 
+def _config(args: argparse.Namespace, base: configmod.Config | None = None) -> configmod.Config:
+    """The configuration: the file (or `base`), then every flag that was given, each checked
+    with an error naming the flag."""
+    cfg = base or configmod.Config()
+    if getattr(args, "config", None):
+        cfg = configmod.load_file(args.config)
+    split = _split
+    overrides: list[tuple[str, str, str, Any]] = [
+        ("--include", "build", "include",
+         tuple(args.include or split(_env("INCLUDE"))) or None if hasattr(args, "include") else None),
+        ("--exclude", "build", "exclude",
+         tuple(args.exclude or split(_env("EXCLUDE"))) or None if hasattr(args, "exclude") else None),
+        ("--kubernetes-version", "build", "kubernetes_version", getattr(args, "kubernetes_version", None)),
+        ("--default-namespace", "build", "default_namespace", getattr(args, "default_namespace", None)),
+        ("--missing-schema", "gate", "missing_schema", getattr(args, "missing_schema", None)),
+        ("--policy-namespace", "gate", "policy_namespaces",
+         tuple(args.policy_namespace) if getattr(args, "policy_namespace", None) else None),
+        ("--gated-ref", "gate", "gated_refs",
+         tuple(args.gated_ref) if getattr(args, "gated_ref", None) else None),
+        ("--protected-ref", "gate", "protected_refs",
+         tuple(args.protected_ref) if getattr(args, "protected_ref", None) else None),
+        ("--gate-timeout", "gate", "timeout",
+         _float("--gate-timeout", args.gate_timeout) if getattr(args, "gate_timeout", None) else None),
+        ("--branch", "reconcile", "branch", getattr(args, "branch", None)),
+        ("--inventory-namespace", "reconcile", "inventory_namespace",
+         getattr(args, "inventory_namespace", None)),
+        ("--prune-protected", "reconcile", "prune_protected", getattr(args, "prune_protected", None)),
+        ("--health-timeout", "reconcile", "health_timeout",
+         _float("--health-timeout", args.health_timeout) if getattr(args, "health_timeout", None)
+         else None),
+        ("--drift", "reconcile", "drift", getattr(args, "drift", None)),
+        ("--no-force-conflicts", "reconcile", "force_conflicts",
+         False if getattr(args, "no_force_conflicts", None) else None),
+    ]
+    for flag, section, name, value in overrides:
+        try:
+            cfg = cfg.replace(section, **{name: value})
+        except configmod.ConfigError as e:
+            raise _ConfigExit(f"{flag}: {e}") from e
+    return cfg
+
+
 def _serve(args: argparse.Namespace) -> int:
     from gitserver import app, repos, settings, wsgi
 
+    cfg = _config(args)
+    attach = bool(args.kubeconfig or args.in_cluster)
+    if attach:
+        configmod.check_reconciled_branch_is_gated(cfg)
     s = settings.Settings(
         data_dir=args.data_dir or "", listen=args.listen, users_file=args.users or "",
         policies_dir=args.policies or settings.default_policies_dir(), opa_url=args.opa_url,
-        kubernetes_version=args.kubernetes_version,
-        gated_refs=tuple(args.gated_ref or ("refs/heads/main",)),
-        protected_refs=tuple(args.protected_ref or ("refs/heads/main",)),
-        missing_schema=args.missing_schema,
-        include=tuple(args.include or _split(_env("INCLUDE")) or ("*.yaml", "*.yml", "*.json")),
-        exclude=tuple(args.exclude or _split(_env("EXCLUDE"))),
+        config=cfg,
         max_pack_bytes=_int("--max-pack-bytes", args.max_pack_bytes),
-        gate_timeout=_float("--gate-timeout", args.gate_timeout),
         body_timeout=_float("--body-timeout", args.body_timeout),
         workers=_int("--workers", args.workers), threads=_int("--threads", args.threads),
         kustomize=args.kustomize or settings.default_kustomize(),
@@ -155,11 +226,13 @@ def _serve(args: argparse.Namespace) -> int:
     observe.reset(s.data_dir)
     # Build once in the master (repository recovery included) before any worker forks.
     app.create_app(s).close()
+    # The one configuration the reconciler (and `validate --data-dir`) will build with.
+    configmod.persist(s.data_dir, cfg)
     host, port = s.host_port
     reconciler = None
-    if args.kubeconfig or args.in_cluster:
+    if attach:
         # The reconciler runs as its own process (as in the deploy shape), never a thread in
-        # gunicorn's forking master.
+        # gunicorn's forking master; it reads the configuration persisted above.
         import subprocess
 
         argv = [sys.executable, "-m", "pushgate.cli", "reconcile", f"--data-dir={s.data_dir}"]
@@ -167,7 +240,8 @@ def _serve(args: argparse.Namespace) -> int:
             argv.append(f"--kubeconfig={args.kubeconfig}")
         if s.kustomize:
             argv.append(f"--kustomize={s.kustomize}")
-        reconciler = subprocess.Popen(argv)
+        env = {k: v for k, v in os.environ.items() if k not in _RECONCILE_ENV}
+        reconciler = subprocess.Popen(argv, env=env)
     print(f"pushgate: serving {s.data_dir} on http://{host}:{port}/{repos.DEFAULT_REPO}",
           file=sys.stderr, flush=True)
     try:
@@ -180,6 +254,10 @@ def _serve(args: argparse.Namespace) -> int:
             except subprocess.TimeoutExpired:
                 reconciler.kill()
     return 0
+
+
+# The reconciler started by `serve` takes these from the persisted configuration only.
+_RECONCILE_ENV = {f"PUSHGATE_{n}" for n in ("BRANCH", "INVENTORY_NAMESPACE", "HEALTH_TIMEOUT", "DRIFT")}
 
 
 def _reconcile(args: argparse.Namespace) -> int:
@@ -198,16 +276,19 @@ def _reconcile(args: argparse.Namespace) -> int:
         _check_kubeconfig(args.kubeconfig)
     elif not os.environ.get("KUBERNETES_SERVICE_HOST"):
         raise _ConfigExit("--kubeconfig is required outside a cluster")
-    health_timeout = _float("--health-timeout", args.health_timeout)
-    force = not args.no_force_conflicts
+    persisted = configmod.load_persisted(args.data_dir)
+    cfg = _config(args, persisted)
+    if persisted is not None:
+        configmod.check_reconciled_branch_is_gated(cfg)
+    rc = cfg.reconcile
 
     def connect() -> Cluster:
-        return Cluster.from_kubeconfig(args.kubeconfig, force_conflicts=force)
+        return Cluster.from_kubeconfig(args.kubeconfig, force_conflicts=rc.force_conflicts)
 
-    loop = Reconciler(args.data_dir, connect, branch=args.branch,
-                      inventory_namespace=args.inventory_namespace,
-                      health_timeout=health_timeout, kustomize=args.kustomize or default_kustomize(),
-                      prune_protected=args.prune_protected, drift_mode=args.drift,
+    loop = Reconciler(args.data_dir, connect, branch=rc.branch,
+                      inventory_namespace=rc.inventory_namespace,
+                      health_timeout=rc.health_timeout, kustomize=args.kustomize or default_kustomize(),
+                      prune_protected=rc.prune_protected, drift_mode=rc.drift,
                       leader_elect=not args.no_leader_elect,
                       lease=(_float("--lease-duration", args.lease_duration),
                              _float("--renew-deadline", args.renew_deadline),
@@ -221,7 +302,7 @@ def _reconcile(args: argparse.Namespace) -> int:
         from reconciler import probes
 
         probes.serve(args.probe_listen, loop)
-    print(f"pushgate: reconciling {args.data_dir} branch {args.branch}", file=sys.stderr, flush=True)
+    print(f"pushgate: reconciling {args.data_dir} branch {rc.branch}", file=sys.stderr, flush=True)
     loop.run(stop)
     return 0
 
@@ -250,14 +331,15 @@ def _check_kubeconfig(path: str) -> None:
 def _status(args: argparse.Namespace) -> int:
     import json
 
+    from pushgate import datadir
+
     if not args.data_dir:
         raise _ConfigExit("--data-dir / PUSHGATE_DATA_DIR is required")
-    path = os.path.join(args.data_dir, "status", f"{args.branch}.json")
-    try:
-        with open(path) as f:
-            doc = json.load(f)
-    except FileNotFoundError:
-        print(f"pushgate: no deploy status yet for branch {args.branch} (is a reconciler attached?)")
+    persisted = configmod.load_persisted(args.data_dir)
+    branch = args.branch or (persisted.reconcile.branch if persisted else "main")
+    doc: Any = datadir.read_status(args.data_dir, branch)
+    if doc is None:
+        print(f"pushgate: no deploy status yet for branch {branch} (is a reconciler attached?)")
         return 1
     if args.json:
         print(json.dumps(doc, indent=2, sort_keys=True))
@@ -277,43 +359,90 @@ def _status(args: argparse.Namespace) -> int:
     return 0
 
 
-def _validate(args: argparse.Namespace) -> int:
-    import time
+def _tree_config(args: argparse.Namespace) -> configmod.Config:
+    base = None
+    if args.data_dir:
+        base = configmod.load_persisted(args.data_dir)
+        if base is None:
+            raise _ConfigExit(f"--data-dir {args.data_dir}: no configuration persisted there "
+                              f"(has 'pushgate serve' run on it?)")
+    return _config(args, base)
 
+
+def _validate(args: argparse.Namespace) -> int:
     from gitserver.settings import default_kustomize, default_policies_dir
+    from pushgate.build.sources import DirTree
     from pushgate.core import violations as pv
     from pushgate.gate import gate as gatemod
     from pushgate.gate import policies
     from pushgate.gate.embedded import EmbeddedEngine
     from pushgate.gate.opaserver import OpaServerEngine
-    from pushgate.gate.sources import DirTree
 
     if not os.path.isdir(args.directory):
         raise _ConfigExit(f"{args.directory} is not a directory")
+    cfg = _tree_config(args)
     try:
-        policy_set = policies.load(args.policies or default_policies_dir())
+        policy_set = policies.load(args.policies or default_policies_dir(),
+                                   namespaces=cfg.gate.policy_namespaces or None)
     except policies.PolicyError as e:
         raise _ConfigExit(f"--policies: {e}") from e
+    if args.verbose:
+        for line in policy_set.describe():
+            print(f"pushgate: {line}", file=sys.stderr)
     engine: policies.PolicyEngine = (OpaServerEngine(args.opa_url, policy_set) if args.opa_url
                                      else EmbeddedEngine(policy_set))
-    config = gatemod.GateConfig(kubernetes_version=args.kubernetes_version,
-                                missing_schema=args.missing_schema)
+    config = gatemod.GateConfig(build=cfg.build, missing_schema=cfg.gate.missing_schema,
+                                timeout=cfg.gate.timeout)
     try:
         g = gatemod.Gate(config, engine=engine, kustomize_bin=args.kustomize or default_kustomize())
     except ValueError as e:
         raise _ConfigExit(f"--kubernetes-version: {e}") from e
     try:
         _b, found = g.check(DirTree(args.directory), {"pusher": os.environ.get("USER", ""),
-                                                       "ref": "", "changed_paths": []},
+                                                       "role": "", "ref": "", "changed_paths": []},
                             time.monotonic() + config.timeout)
     except (policies.EngineUnavailable, gatemod.GateTimeout) as e:
         print(f"pushgate: gate could not decide: {e}", file=sys.stderr)
         return 1
+    except Exception as e:  # the same promise as the server: a refusal, never a traceback
+        logging.getLogger(__name__).debug("gate failed", exc_info=True)
+        print(f"pushgate: gate could not decide: {type(e).__name__}: {e}", file=sys.stderr)
+        return 1
     finally:
         g.close()
-    for line in pv.report(found):
+    lines = pv.report(found)
+    for line in lines[:-1] + [str(e) for e in found.exceptions]:
         print(line)
+    print(found.summary() if found.exceptions else lines[-1])
     return 1 if any(v.is_error for v in found) else 0
+
+
+def _render(args: argparse.Namespace) -> int:
+    import yaml
+
+    from gitserver.settings import default_kustomize
+    from pushgate.build import build as buildmod
+    from pushgate.build.sources import DirTree
+    from pushgate.core import violations as pv
+
+    if not os.path.isdir(args.directory):
+        raise _ConfigExit(f"{args.directory} is not a directory")
+    cfg = _tree_config(args)
+    builder = buildmod.Builder(cfg.build, kustomize_bin=args.kustomize or default_kustomize())
+    try:
+        built = builder.build(DirTree(args.directory))
+    except Exception as e:
+        print(f"pushgate: build failed: {type(e).__name__}: {e}", file=sys.stderr)
+        return 1
+    errors = [v for v in built.problems if v.is_error]
+    if errors:
+        for line in pv.report(built.problems):
+            print(line, file=sys.stderr)
+        return 1
+    sys.stdout.write(yaml.safe_dump_all(built.objects, sort_keys=False, explicit_start=True))
+    print(f"pushgate: {len(built.manifests)} objects from {built.files} files, digest "
+          f"{built.digest()[:16]}", file=sys.stderr)
+    return 0
 
 
 def _user_add(args: argparse.Namespace) -> int:
@@ -332,8 +461,6 @@ def main(argv: Sequence[str] | None = None) -> int:
         observe.configure_logging(_env("LOG_FORMAT", "json") or "json")
     else:
         logging.basicConfig(level=logging.WARNING, format="%(levelname)s %(name)s: %(message)s")
-    from gitserver.errors import ConfigError
-
     try:
         if args.command == "serve":
             return _serve(args)
@@ -343,8 +470,10 @@ def main(argv: Sequence[str] | None = None) -> int:
             return _reconcile(args)
         if args.command == "status":
             return _status(args)
+        if args.command == "render":
+            return _render(args)
         return _user_add(args)
-    except (ConfigError, _ConfigExit) as e:
+    except (configmod.ConfigError, _ConfigExit) as e:
         print(f"pushgate: {e}", file=sys.stderr)
         return EXIT_CONFIG
     except KeyboardInterrupt:

@@ -1,4 +1,5 @@
-"""Named crash points for the fault tests (tests/faults): die at a chosen point as SIGKILL would.
+"""Named crash points for the fault tests (tests/faults): die at a chosen point as SIGKILL would,
+or raise where a bug would (`fail`, PUSHGATE_FAULT), to prove the caller turns it into a refusal.
 
 Called by gitserver (`receive`, `repos`: the receive path and its ref transaction) and reconciler
 (`apply`: mid-apply). Inert unless PUSHGATE_CRASHPOINT names the point; then the process appends
@@ -33,3 +34,13 @@ def crashpoint(name: str) -> None:
             with open(marker, "a") as f:
                 f.write(name + "\n")
         os._exit(137)
+
+
+class InjectedFault(RuntimeError):
+    """Raised where PUSHGATE_FAULT names a point: a stand-in for any bug behind that point."""
+
+
+def fail(name: str) -> None:
+    """Raise InjectedFault here when PUSHGATE_FAULT names this point (fault tests only)."""
+    if os.environ.get("PUSHGATE_FAULT") == name:
+        raise InjectedFault(f"injected fault at {name}")

@@ -58,6 +58,9 @@ def _define() -> None:
     _metrics["reconcile_seconds"] = Histogram(
         "pushgate_reconcile_seconds", "Duration of one reconcile of a commit",
         buckets=(0.1, 0.25, 0.5, 1, 2, 5, 10, 30, 60, 120))
+    _metrics["verdict_refusals"] = Counter(
+        "pushgate_reconcile_refusals_total",
+        "Commits not applied because the gate's verdict does not cover what was built", ["reason"])
     _metrics["verdicts"] = Counter("pushgate_commit_verdicts_total", "Commit verdicts", ["verdict"])
 
 

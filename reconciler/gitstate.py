@@ -1,5 +1,5 @@
 """The reconciler's view of the repository: branch heads, `refs/deployed/*`, notes, and the
-objects of a commit built by the same gate code the git server runs.
+objects of a commit built by the same build step (and configuration) the gate runs.
 
 Called by the loop. Writes happen under the repository lock the git server uses, so a push and a
 deploy-state update never interleave; the git server refuses pushes to these refs.
@@ -13,24 +13,19 @@ from typing import Any
 from dulwich.notes import Notes
 from dulwich.repo import Repo
 
-from pushgate import locks
-from pushgate.core import violations as pv
-from pushgate.gate import gate as gatemod
-from pushgate.gate.sources import GitTree
+from pushgate import datadir, locks
+from pushgate.build import build as buildmod
+from pushgate.build.sources import GitTree
 
-NOTES_REF = b"refs/notes/pushgate"
-REPO = "cluster.git"
+NOTES_REF = datadir.NOTES_REF
 
 
 class GitState:
-    def __init__(self, data_dir: str, branch: str = "main", kustomize: str | None = None,
-                 kubernetes_version: str = "1.37") -> None:
-        self.path = os.path.join(data_dir, REPO)
+    def __init__(self, data_dir: str, branch: str = "main") -> None:
+        self.path = datadir.repo_path(data_dir)
         self.branch = branch
-        self.head_ref = f"refs/heads/{branch}".encode()
-        self.deployed_ref = f"refs/deployed/{branch}".encode()
-        self.gate = gatemod.Gate(gatemod.GateConfig(kubernetes_version=kubernetes_version),
-                                 engine=None, kustomize_bin=kustomize)
+        self.head_ref = datadir.head_ref(branch)
+        self.deployed_ref = datadir.deployed_ref(branch)
 
     def _repo(self) -> Repo:
         return Repo(self.path)
@@ -53,15 +48,13 @@ class GitState:
     def deployed(self) -> str | None:
         return self._read(self.deployed_ref)
 
-    def objects(self, sha: str) -> tuple[list[dict[str, Any]], list[pv.Violation]]:
-        """The commit's objects as the gate builds them (kustomize output included)."""
+    def build(self, sha: str, builder: buildmod.Builder) -> buildmod.Build:
+        """The commit's objects as the gate built them (same step, same configuration)."""
         repo = self._repo()
         try:
-            build = self.gate.build(GitTree(repo.object_store, sha.encode()))
+            return builder.build(GitTree(repo.object_store, sha.encode()))
         finally:
             repo.close()
-        errors = [v for v in build.problems if v.is_error]
-        return [m.obj for m in build.manifests], errors
 
     def commit_info(self, sha: str) -> dict[str, str]:
         repo = self._repo()

@@ -5,6 +5,10 @@ Run by `pushgate reconcile` (its own process, the deploy shape) or started by `p
 --kubeconfig`. Woken by the git server touching `<data-dir>/wake` and by a short poll, so a lost
 wake-up or a crash between push and apply is harmless. API outages back off and converge;
 permanent failures wait for a new commit; every pass ends by writing the status once.
+
+A commit is applied only when the gate accepted it and the objects this reconciler builds (with
+the configuration the server persisted) have the digest the gate recorded with its verdict;
+otherwise nothing is applied and the status, the commit's note and a metric say why.
 """
 
 from __future__ import annotations
@@ -16,7 +20,9 @@ import time
 from collections.abc import Callable
 from typing import Any
 
-from pushgate import observe
+from pushgate import config as configmod
+from pushgate import datadir, observe
+from pushgate.build import build as buildmod
 from reconciler import drift, errors, health, status
 from reconciler.apply import Applier, ApplyReport
 from reconciler.cluster import Cluster
@@ -25,7 +31,7 @@ from reconciler.inventory import Entry
 from reconciler.leader import LeaderElector
 
 log = logging.getLogger(__name__)
-WAKE_FILE = "wake"
+WAKE_FILE = datadir.WAKE
 
 
 class LostLeadership(Exception):
@@ -47,7 +53,9 @@ class Reconciler:
         self.health_timeout = health_timeout
         self.prune_protected = prune_protected
         self.max_backoff = max_backoff
-        self.git = GitState(data_dir, branch, kustomize=kustomize)
+        self.git = GitState(data_dir, branch)
+        self.kustomize = kustomize
+        self._builder: buildmod.Builder | None = None
         self.cluster: Cluster | None = None
         self.doc = status.load(data_dir, branch)
         self._retry_at = 0.0
@@ -156,7 +164,9 @@ class Reconciler:
             self.checker = drift.DriftChecker(self.cluster, self.drift_mode)
         assert self.checker is not None
         self.checker.set_desired(report.desired, report.live)
-        self.watches.ensure([r.entry for r in report.applied])
+        # Skipped (opted-out) objects are watched too: once the opt-out is lifted, drift
+        # correction takes over without waiting for the next commit.
+        self.watches.ensure([r.entry for r in report.results if r.action in ("applied", "skipped")])
 
     def _lead(self) -> bool:
         """True while this replica holds the Lease; a follower does nothing, writes nothing."""
@@ -202,12 +212,21 @@ class Reconciler:
         except errors.ClusterError as e:
             self._outage(e)
             return False
-        except Exception as e:  # a kubeconfig that went bad, a TLS failure: report, retry
-            self._outage(errors.Unavailable(f"cannot connect: {type(e).__name__}: {e}"))
+        except Exception as e:  # a kubeconfig that went bad: report what it is, retry
+            self._outage(errors.ClientError(f"cannot connect: {type(e).__name__}: {e}"))
             return False
         return True
 
     def _outage(self, e: errors.ClusterError) -> None:
+        if not isinstance(e, errors.Temporary):
+            # Not an outage (a bad kubeconfig, a client bug): say what it is, and still retry,
+            # since the loop has nothing else to do until it can talk to the cluster.
+            status.set_condition(self.doc, "Ready", False, e.reason, f"{e.reason}: {e.message}"[:500])
+            status.set_condition(self.doc, "Reconciling", False, e.reason, e.message[:500])
+            self._save()
+            self.cluster = None
+            self._retry_later()
+            return
         cl = self.doc.get("cluster") or {}
         if cl.get("reachable", True):
             cl = {"reachable": False, "since": time.time()}
@@ -233,11 +252,10 @@ class Reconciler:
         self.doc["lastAttemptedRevision"] = head
         status.set_condition(self.doc, "Reconciling", True, "Progressing", f"applying {head[:12]}")
         self._save()
-        objects, problems = self.git.objects(head)
-        if problems:
-            msg = "; ".join(str(p) for p in problems[:5])
-            self._stalled(head, "BuildFailed", msg)
+        built = self._build(head)
+        if built is None:
             return
+        objects = built.objects
         started = time.monotonic()
         applier = Applier(self.cluster, branch=self.branch,
                           inventory_namespace=self.inventory_namespace,
@@ -276,6 +294,60 @@ class Reconciler:
         # than read every one again (N sequential GETs); later passes read the cluster.
         self._follow_health(report.live)
 
+    def _build(self, head: str) -> buildmod.Build | None:
+        """The commit's objects, if the gate's verdict covers exactly them; else None, with the
+        commit marked Failed and the reason in status, note and metrics (nothing is applied)."""
+        try:
+            cfg = configmod.load_persisted(self.data_dir)
+        except configmod.ConfigError as e:
+            self._refuse(head, "ConfigurationInvalid", str(e))
+            return None
+        if cfg is None:
+            self._refuse(head, "NoConfiguration", "the server has not persisted its configuration "
+                                                  f"({datadir.config_path(self.data_dir)}): start "
+                                                  f"'pushgate serve' on this data directory")
+            return None
+        if self._builder is None or self._builder.config != cfg.build:
+            self._builder = buildmod.Builder(cfg.build, kustomize_bin=self.kustomize)
+        verdict = datadir.read_verdict(self.data_dir, head)
+        if verdict is None:
+            self._refuse(head, "NoVerdict", f"the gate recorded no verdict for {head[:12]} (not "
+                                            f"pushed through the gate of a gated ref): push a new "
+                                            f"commit to {self.branch}")
+            return None
+        built = self.git.build(head, self._builder)
+        problems = [v for v in built.problems if v.is_error]
+        if problems:
+            self._stalled(head, "BuildFailed", "; ".join(str(p) for p in problems[:5]))
+            return None
+        digest = built.digest()
+        self.doc["verdict"] = {"revision": head, "digest": digest, "gateDigest": verdict["digest"],
+                               "config": cfg.build.digest(), "gateConfig": verdict["config"],
+                               "policies": verdict["policies"], "objects": len(built.manifests)}
+        if digest != verdict["digest"]:
+            why = (f"the build configuration changed since the push (gate: {verdict['config']}, "
+                   f"now: {cfg.build.digest()})" if verdict["config"] != cfg.build.digest()
+                   else "the build produced other objects than the gate checked")
+            self._refuse(head, "VerdictMismatch",
+                         f"not applied: the objects built for {head[:12]} ({len(built.manifests)}, "
+                         f"digest {digest[:12]}) are not the ones the gate accepted "
+                         f"({verdict['objects']}, digest {verdict['digest'][:12]}): {why}; "
+                         f"push a new commit to have it checked again")
+            return None
+        return built
+
+    def _refuse(self, head: str, reason: str, message: str) -> None:
+        log.error("not applying %s: %s: %s", head[:12], reason, message)
+        observe.metric("verdict_refusals").labels(reason).inc()
+        if reason == "NoConfiguration":  # the server is still starting: look again shortly
+            self.doc["lastResultTemporary"] = True
+            status.set_condition(self.doc, "Ready", False, reason, message)
+            status.set_condition(self.doc, "Reconciling", False, reason, message)
+            self._save()
+            self._retry_later()
+            return
+        self._stalled(head, reason, message)
+
     def _save(self) -> None:
         if not self._leading:
             return
@@ -307,8 +379,9 @@ class Reconciler:
         status.set_condition(self.doc, "Reconciling", False, reason, message)
         status.set_condition(self.doc, "Ready", False, reason, message)
         self._tracking = None
-        entry = {"revision": head, "result": "Failed", "reason": reason, "message": message,
+        entry = {"revision": head, "result": "Failed", "reason": reason, "detail": message,
                  "time": time.time()}
+        # `message` is the commit's subject (from commit_info); the failure is in `detail`.
         status.record_commit(self.doc, {**entry, **self.git.commit_info(head)})
         self.git.note(head, f"pushgate: Failed ({reason})\n{message}\n")
         self._save()
@@ -357,9 +430,13 @@ class Reconciler:
         report: ApplyReport = tracking["report"]
         rows = {row["ref"]: row for row in self.doc.get("objects", [])}
         counts = {a: sum(1 for r in report.results if r.action == a)
-                  for a in ("applied", "failed", "pruned", "prune-failed")}
+                  for a in ("applied", "failed", "skipped", "pruned", "prune-failed")}
         lines = [f"pushgate: {verdict} ({reason})", f"revision: {revision}",
                  ", ".join(f"{k}: {v}" for k, v in counts.items())]
+        gate = self.doc.get("verdict") or {}
+        if gate.get("revision") == revision:
+            lines.append(f"gate verdict: objects {gate.get('objects')}, digest {gate.get('digest')}, "
+                         f"build config {gate.get('config')}, policies {gate.get('policies')}")
         for r in report.results:
             row = rows.get(r.ref, {})
             health_part = f" {row.get('health')}" if row.get("health") else ""

@@ -1,43 +1,33 @@
 """The deploy status document: conditions, revisions, history, per-object results, drift.
 
-Written by the loop (atomically, once at the end of each pass) to `<data-dir>/status/<branch>.json`;
-read by the git server's `/api/v1/status`, the status page, `git push -o wait` and `pushgate
-status`, which never import the reconciler: this file is the contract.
+Written by the loop (atomically, once at the end of each pass) to the branch's status file
+(`pushgate.datadir.status_path`, the shared contract with its `StatusDoc` type); read by the git
+server's `/api/v1/status`, the status page, `git push -o wait` and `pushgate status`, which
+never import the reconciler.
 """
 
 from __future__ import annotations
 
-import json
-import os
-import tempfile
 import time
 from typing import Any
+
+from pushgate import datadir
 
 HISTORY = 20
 DRIFT = 50
 
 
 def path(data_dir: str, branch: str) -> str:
-    return os.path.join(data_dir, "status", f"{branch.replace('/', '-')}.json")
+    return datadir.status_path(data_dir, branch)
 
 
 def load(data_dir: str, branch: str) -> dict[str, Any]:
-    try:
-        with open(path(data_dir, branch)) as f:
-            doc: dict[str, Any] = json.load(f)
-            return doc
-    except (FileNotFoundError, ValueError):
-        return {"branch": branch, "conditions": [], "history": [], "objects": [], "drift": []}
+    doc = datadir.read_status(data_dir, branch)
+    return dict(doc) if doc is not None else dict(datadir.empty_status(branch))
 
 
 def save(data_dir: str, branch: str, doc: dict[str, Any]) -> None:
-    target = path(data_dir, branch)
-    os.makedirs(os.path.dirname(target), exist_ok=True)
-    doc["updated"] = time.time()
-    fd, tmp = tempfile.mkstemp(dir=os.path.dirname(target), prefix=".status-")
-    with os.fdopen(fd, "w") as f:
-        json.dump(doc, f, indent=1, sort_keys=True)
-    os.replace(tmp, target)
+    datadir.write_status(data_dir, branch, doc)  # type: ignore[arg-type]
 
 
 def set_condition(doc: dict[str, Any], type_: str, status: bool, reason: str, message: str) -> None:

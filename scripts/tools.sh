@@ -1,5 +1,5 @@
 #!/usr/bin/env bash
-# Builds the pinned real components (kube-apiserver, kube-controller-manager, etcd, opa,
+# Builds the pinned real components (kube-apiserver, kube-controller-manager, kubectl, etcd, opa,
 # kustomize, kubeconform, conftest) from their Go modules into a cache outside the clone,
 # keyed by version, and reuses them when present.
 #
@@ -96,7 +96,7 @@ go_install() {  # $1 = module path of the main package, $2 = version, $3 = outpu
 
 tool_path() {  # name -> cached path
   case "$1" in
-    kube-apiserver|kube-controller-manager) echo "$bindir/$1-$KUBERNETES_VERSION";;
+    kube-apiserver|kube-controller-manager|kubectl) echo "$bindir/$1-$KUBERNETES_VERSION";;
     etcd) echo "$bindir/etcd-$ETCD_VERSION";;
     opa) echo "$bindir/opa-$OPA_VERSION";;
     kustomize) echo "$bindir/kustomize-$KUSTOMIZE_VERSION";;
@@ -116,7 +116,7 @@ ensure() {  # name
   local start=$SECONDS
   if ! (
     case "$1" in
-      kube-apiserver|kube-controller-manager) build_k8s "$1" "$tmp";;
+      kube-apiserver|kube-controller-manager|kubectl) build_k8s "$1" "$tmp";;
       etcd) build_etcd "$tmp";;
       opa) go_install github.com/open-policy-agent/opa "$OPA_VERSION" "$tmp";;
       kustomize) go_install sigs.k8s.io/kustomize/kustomize/v5 "$KUSTOMIZE_VERSION" "$tmp";;
@@ -132,7 +132,7 @@ ensure() {  # name
   echo "tools.sh: built $1 in $((SECONDS - start)) s" >&2
 }
 
-all_tools="opa kustomize etcd kube-apiserver kube-controller-manager kubeconform conftest"
+all_tools="opa kustomize etcd kube-apiserver kube-controller-manager kubectl kubeconform conftest"
 
 # One build at a time per cache: parallel CI runs and a developer's shell share it.
 exec 9> "$cache/.lock"

@@ -1,6 +1,6 @@
 """Kustomizations in a tree: which to render, what to refuse, and rendering with pinned kustomize.
 
-Called by `pushgate.gate.gate`. A directory holding `kustomization.yaml` (or `.yml`,
+Called by the build (`pushgate.build.build`). A directory holding `kustomization.yaml` (or `.yml`,
 `Kustomization`) is rendered and its output is what gets checked; one referenced by another
 kustomization (a base, a component) is rendered only through the one that uses it, and files
 under any kustomization directory are checked only through the output. Rendering is offline:
@@ -19,6 +19,8 @@ from dataclasses import dataclass, field
 from typing import Any
 
 import yaml
+
+from pushgate.core import manifests, yamlsafe
 
 NAMES = ("kustomization.yaml", "kustomization.yml", "Kustomization")
 ORIGIN = "config.kubernetes.io/origin"
@@ -44,14 +46,15 @@ class Kustomization:
 class Plan:
     roots: list[Kustomization] = field(default_factory=list)
     covered_dirs: list[str] = field(default_factory=list)  # every kustomization dir
-    problems: list[tuple[str, str]] = field(default_factory=list)  # (file, message)
+    problems: list[tuple[str, int, str]] = field(default_factory=list)  # (file, line, message)
 
     def covers(self, path: str) -> bool:
         return any(d == "" or path.startswith(d + "/") for d in self.covered_dirs)
 
 
-def plan(files: dict[str, Callable[[], bytes]]) -> Plan:
-    """Find kustomizations among `files` (path -> reader) and decide which are roots."""
+def plan(files: dict[str, Callable[[], bytes]], limits: manifests.Limits) -> Plan:
+    """Find kustomizations among `files` (path -> reader) and decide which are roots. Each
+    kustomization file is read with the same bounded parser as every manifest."""
     found: list[Kustomization] = []
     result = Plan()
     dirs_in_tree = {posixpath.dirname(p) for p in files}
@@ -59,14 +62,9 @@ def plan(files: dict[str, Callable[[], bytes]]) -> Plan:
         if posixpath.basename(path) not in NAMES:
             continue
         d = posixpath.dirname(path)
-        try:
-            doc = yaml.safe_load(files[path]()) or {}
-        except (yaml.YAMLError, UnicodeDecodeError) as e:
-            result.problems.append((path, f"kustomization is not valid YAML: {str(e).splitlines()[0]}"))
-            result.covered_dirs.append(d)
-            continue
-        if not isinstance(doc, dict):
-            result.problems.append((path, "kustomization is not a mapping"))
+        doc, line, problem = _read(path, files[path](), limits)
+        if problem:
+            result.problems.append((path, line, problem))
             result.covered_dirs.append(d)
             continue
         refs = []
@@ -76,12 +74,12 @@ def plan(files: dict[str, Callable[[], bytes]]) -> Plan:
                     continue
                 if _REMOTE.search(item):
                     result.problems.append(
-                        (path, f"remote {key[:-1]} {item!r} refused: the gate renders offline; "
+                        (path, 0, f"remote {key[:-1]} {item!r} refused: the gate renders offline; "
                                f"vendor it into the repository"))
                     continue
                 target = posixpath.normpath(posixpath.join(d, item))
                 if target.startswith("../") or target == "..":
-                    result.problems.append((path, f"{key[:-1]} {item!r} points outside the repository"))
+                    result.problems.append((path, 0, f"{key[:-1]} {item!r} points outside the repository"))
                     continue
                 target = "" if target == "." else target
                 if target in dirs_in_tree and any(
@@ -89,13 +87,32 @@ def plan(files: dict[str, Callable[[], bytes]]) -> Plan:
                     refs.append(target)
         for key, why in _REFUSED_FIELDS.items():
             if doc.get(key):
-                result.problems.append((path, why))
+                result.problems.append((path, 0, why))
         found.append(Kustomization(d, path, doc, tuple(refs)))
         result.covered_dirs.append(d)
     referenced = {r for k in found for r in k.refs}
-    bad_files = {f for f, _ in result.problems}
+    bad_files = {f for f, _, _ in result.problems}
     result.roots = [k for k in found if k.dir not in referenced and k.file not in bad_files]
     return result
+
+
+def _read(path: str, data: bytes, limits: manifests.Limits) -> tuple[dict[str, Any], int, str]:
+    """The kustomization as a mapping, or the line and text of what is wrong with it."""
+    if len(data) > limits.max_file_bytes:
+        return {}, 0, f"kustomization is {len(data)} bytes, over the limit of {limits.max_file_bytes}"
+    try:
+        text = data.decode("utf-8").removeprefix("\ufeff")
+    except UnicodeDecodeError:
+        return {}, 0, "kustomization is not valid UTF-8"
+    parsed = yamlsafe.parse_yaml(path, text, max_documents=1, max_depth=limits.max_depth,
+                                 max_alias_expansions=limits.max_alias_expansions)
+    if parsed.problems:
+        p = parsed.problems[0]
+        return {}, p.line, f"kustomization is not valid YAML: {p.message}"
+    doc = parsed.documents[0].value if parsed.documents else {}
+    if not isinstance(doc, dict):
+        return {}, 1, "kustomization is not a mapping"
+    return doc, 0, ""
 
 
 def render(kustomize_bin: str, root: Kustomization, files: dict[str, Callable[[], bytes]],
@@ -146,10 +163,10 @@ def origin_of(obj: dict[str, Any], root_dir: str) -> str | None:
         del meta["annotations"]
     if not isinstance(raw, str):
         return None
-    try:
-        origin = yaml.safe_load(raw) or {}
-    except yaml.YAMLError:
+    parsed = yamlsafe.parse_yaml(ORIGIN, raw, max_documents=1, max_depth=8, max_alias_expansions=0)
+    if parsed.problems or not parsed.documents:
         return None
+    origin = parsed.documents[0].value
     rel = origin.get("path") if isinstance(origin, dict) else None
     if not isinstance(rel, str):
         rel = origin.get("configuredIn") if isinstance(origin, dict) else None

@@ -5,6 +5,7 @@ from __future__ import annotations
 import base64
 import json
 import time
+import urllib.parse
 import urllib.request
 from collections.abc import Callable
 from typing import Any
@@ -12,8 +13,9 @@ from typing import Any
 from tests.bed.server import Server
 
 
-def status(server: Server, user: str = "reader") -> dict[str, Any]:
-    req = urllib.request.Request(f"http://127.0.0.1:{server.port}/api/v1/status")
+def status(server: Server, user: str = "reader", branch: str | None = None) -> dict[str, Any]:
+    query = "" if branch is None else "?branch=" + urllib.parse.quote(branch, safe="")
+    req = urllib.request.Request(f"http://127.0.0.1:{server.port}/api/v1/status{query}")
     cred = base64.b64encode(f"{user}:{server.tokens[user]}".encode()).decode()
     req.add_header("Authorization", f"Basic {cred}")
     with urllib.request.urlopen(req, timeout=10) as r:
@@ -22,11 +24,11 @@ def status(server: Server, user: str = "reader") -> dict[str, Any]:
 
 
 def wait_status(server: Server, pred: Callable[[dict[str, Any]], bool], timeout: float = 90,
-                what: str = "status") -> dict[str, Any]:
+                what: str = "status", branch: str | None = None) -> dict[str, Any]:
     deadline = time.monotonic() + timeout
     doc: dict[str, Any] = {}
     while time.monotonic() < deadline:
-        doc = status(server)
+        doc = status(server, branch=branch)
         if pred(doc):
             return doc
         time.sleep(0.3)

@@ -8,13 +8,11 @@ everyone else, stores nothing, and never writes a token or a Secret's value anyw
 from __future__ import annotations
 
 import base64
-import hashlib
 import http.client
 import json
 import os
 import re
 import socket
-import struct
 import subprocess
 import threading
 import time
@@ -24,63 +22,18 @@ from pathlib import Path
 
 from tests.bed import samples
 from tests.bed.gitcli import Git
+from tests.bed.rawgit import (
+    RECEIVE_REQUEST,
+    ZERO,
+    auth,
+    empty_pack,
+    pkt,
+    pkt_lines,
+    report_status,
+    request,
+)
 from tests.bed.server import Server
 from tests.faults.figures import Figures
-
-ZERO = "0" * 40
-RECEIVE_REQUEST = "application/x-git-receive-pack-request"
-
-
-# -- raw HTTP -------------------------------------------------------------------------------------
-def _auth(server: Server, user: str = "admin", token: str | None = None) -> str:
-    cred = f"{user}:{server.tokens[user] if token is None else token}"
-    return "Basic " + base64.b64encode(cred.encode()).decode()
-
-
-def request(server: Server, method: str, path: str, body: bytes | None = None,
-            headers: dict[str, str] | None = None, user: str = "admin",
-            token: str | None = None) -> tuple[int, bytes, dict[str, str]]:
-    """One request with the path sent exactly as given (no normalisation of any kind)."""
-    conn = http.client.HTTPConnection("127.0.0.1", server.port, timeout=30)
-    try:
-        conn.putrequest(method, path, skip_accept_encoding=True)
-        for key, value in {"Authorization": _auth(server, user, token), **(headers or {})}.items():
-            conn.putheader(key, value)
-        if body is not None:
-            conn.putheader("Content-Length", str(len(body)))
-        conn.endheaders(body)
-        resp = conn.getresponse()
-        return resp.status, resp.read(), {k.lower(): v for k, v in resp.getheaders()}
-    finally:
-        conn.close()
-
-
-def pkt(data: bytes) -> bytes:
-    return b"%04x" % (len(data) + 4) + data
-
-
-def pkt_lines(data: bytes) -> list[bytes]:
-    out, i = [], 0
-    while i + 4 <= len(data):
-        size = int(data[i:i + 4], 16)
-        if size == 0:
-            out.append(b"")
-            i += 4
-            continue
-        out.append(data[i + 4:i + size])
-        i += size
-    return out
-
-
-def report_status(body: bytes) -> list[bytes]:
-    """The report-status lines of a side-band-64k receive-pack response."""
-    inner = b"".join(line[1:] for line in pkt_lines(body) if line[:1] == b"\x01")
-    return [line.rstrip(b"\n") for line in pkt_lines(inner) if line]
-
-
-def empty_pack() -> bytes:
-    head = b"PACK" + struct.pack(">II", 2, 0)
-    return head + hashlib.sha1(head).digest()  # noqa: S324 - the pack format's own checksum
 
 
 def assert_log_clean(server: Server) -> None:
@@ -239,7 +192,7 @@ def test_pack_over_the_limit_is_refused(git: Git, server_factory: Callable[..., 
     conn = http.client.HTTPConnection("127.0.0.1", server.port, timeout=30)
     try:
         conn.putrequest("POST", "/cluster.git/git-receive-pack")
-        for key, value in (("Authorization", _auth(server)), ("Content-Type", RECEIVE_REQUEST),
+        for key, value in (("Authorization", auth(server)), ("Content-Type", RECEIVE_REQUEST),
                            ("Content-Length", str(5 * limit))):
             conn.putheader(key, value)
         conn.endheaders()
@@ -277,7 +230,7 @@ def _loris(server: Server, closed_after: list[float], bound: float) -> None:
     start = time.monotonic()
     try:
         sock.sendall((f"POST /cluster.git/git-receive-pack HTTP/1.1\r\nHost: 127.0.0.1\r\n"
-                      f"Authorization: {_auth(server)}\r\nContent-Type: {RECEIVE_REQUEST}\r\n"
+                      f"Authorization: {auth(server)}\r\nContent-Type: {RECEIVE_REQUEST}\r\n"
                       f"Content-Length: 1048576\r\n\r\n0fff").encode())
         sock.setblocking(False)
         while time.monotonic() - start < bound:

@@ -1,0 +1,245 @@
+"""pushgate's configuration: given once, persisted in the data directory, read by every side.
+
+Built by the CLI from a configuration file (`--config pushgate.yaml`) with flags as overrides,
+validated here (each error names the key or flag to fix), and persisted by `pushgate serve` as
+`<data-dir>/config.json`. The reconciler (`serve --kubeconfig`, `pushgate reconcile`) and
+`pushgate validate --data-dir` read the persisted file, so the gate and the apply cannot disagree
+about what a tree's objects are. Shared layer: no gitserver or reconciler imports.
+
+    build:                        # what the tree's objects are (see pushgate.build.config)
+      include: ["*.yaml", "*.yml", "*.json"]
+      exclude: []                 # e.g. ["docs/*"]
+      kubernetesVersion: "1.37"
+      defaultNamespace: default
+      limits: {maxFileBytes: 4194304, maxDocuments: 1000, maxDepth: 64, maxAliasExpansions: 1000}
+    gate:
+      gatedRefs: [refs/heads/main]
+      protectedRefs: [refs/heads/main]
+      missingSchema: error        # or warning
+      timeout: 30
+      policyNamespaces: []        # [] = every package; [main] = conftest's default
+    reconcile:
+      branch: main
+      drift: correct              # correct | detect | off
+      pruneProtected: false
+      inventoryNamespace: pushgate-system
+      healthTimeout: 300
+      forceConflicts: true
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import re
+from dataclasses import dataclass, field
+from typing import Any
+
+from pushgate import datadir
+from pushgate.build.config import BuildConfig
+from pushgate.core import manifests, yamlsafe
+
+_MAX_CONFIG_BYTES = 256 * 1024
+
+
+class ConfigError(Exception):
+    """An operator error in the configuration (file, flag or persisted copy): exit 2."""
+
+
+@dataclass(frozen=True)
+class GateSettings:
+    gated_refs: tuple[str, ...] = ("refs/heads/main",)
+    protected_refs: tuple[str, ...] = ("refs/heads/main",)
+    missing_schema: str = "error"
+    timeout: float = 30.0
+    policy_namespaces: tuple[str, ...] = ()  # () = every package
+
+
+@dataclass(frozen=True)
+class ReconcileSettings:
+    branch: str = "main"
+    drift: str = "correct"
+    prune_protected: bool = False
+    inventory_namespace: str = "pushgate-system"
+    health_timeout: float = 300.0
+    force_conflicts: bool = True
+
+
+@dataclass(frozen=True)
+class Config:
+    build: BuildConfig = field(default_factory=BuildConfig)
+    gate: GateSettings = field(default_factory=GateSettings)
+    reconcile: ReconcileSettings = field(default_factory=ReconcileSettings)
+
+    def to_dict(self) -> dict[str, Any]:
+        return {"build": _camel(self.build.to_dict()), "gate": _camel(dataclasses.asdict(self.gate)),
+                "reconcile": _camel(dataclasses.asdict(self.reconcile))}
+
+    def replace(self, section: str, **changes: Any) -> Config:
+        """A copy with some fields of one section changed (None values are ignored: unset flags)."""
+        changes = {k: v for k, v in changes.items() if v is not None}
+        if not changes:
+            return self
+        current = getattr(self, section)
+        updated = dataclasses.replace(current, **changes)
+        out = dataclasses.replace(self, **{section: updated})
+        validate(out)
+        return out
+
+
+_SECTIONS: dict[str, type[Any]] = {"build": BuildConfig, "gate": GateSettings,
+                                   "reconcile": ReconcileSettings}
+
+
+def _camel(d: dict[str, Any]) -> dict[str, Any]:
+    out = {}
+    for k, v in d.items():
+        head, *rest = k.split("_")
+        key = head + "".join(p.title() for p in rest)
+        out[key] = _camel(v) if isinstance(v, dict) else list(v) if isinstance(v, tuple) else v
+    return out
+
+
+def _snake(key: str) -> str:
+    return re.sub(r"(?<!^)([A-Z])", r"_\1", key).lower()
+
+
+def from_dict(doc: Any, where: str) -> Config:
+    """A Config from a parsed file or the persisted copy; unknown keys and bad values refused."""
+    if doc is None:
+        doc = {}
+    if not isinstance(doc, dict):
+        raise ConfigError(f"{where}: expected a mapping with build, gate and reconcile sections")
+    sections: dict[str, Any] = {}
+    for name, value in doc.items():
+        cls = _SECTIONS.get(name)
+        if cls is None:
+            raise ConfigError(f"{where}: unknown section {name!r} (expected build, gate, reconcile)")
+        if not isinstance(value, dict):
+            raise ConfigError(f"{where}: {name} must be a mapping")
+        sections[name] = _section(cls, value, f"{where}: {name}")
+    config = Config(**sections)
+    validate(config, where)
+    return config
+
+
+def _section(cls: type[Any], doc: dict[str, Any], where: str) -> Any:
+    fields = {f.name: f for f in dataclasses.fields(cls)}
+    kwargs: dict[str, Any] = {}
+    for key, value in doc.items():
+        name = _snake(str(key))
+        f = fields.get(name)
+        if f is None:
+            known = ", ".join(sorted(_camel({n: 0 for n in fields})))
+            raise ConfigError(f"{where}.{key}: unknown key (known: {known})")
+        kwargs[name] = _value(f, value, f"{where}.{key}")
+    try:
+        return cls(**kwargs)
+    except TypeError as e:  # pragma: no cover - every field has a default
+        raise ConfigError(f"{where}: {e}") from e
+
+
+def _value(f: dataclasses.Field[Any], value: Any, where: str) -> Any:
+    factory: Any = f.default_factory
+    default = f.default if f.default is not dataclasses.MISSING else factory()
+    if isinstance(default, manifests.Limits):
+        if not isinstance(value, dict):
+            raise ConfigError(f"{where}: expected a mapping")
+        return _section(manifests.Limits, value, where)
+    if isinstance(default, tuple):
+        if not isinstance(value, list) or not all(isinstance(x, str) and x for x in value):
+            raise ConfigError(f"{where}: expected a list of non-empty strings")
+        return tuple(value)
+    if isinstance(default, bool):
+        if not isinstance(value, bool):
+            raise ConfigError(f"{where}: expected true or false")
+        return value
+    if isinstance(default, (int, float)):
+        if isinstance(value, bool) or not isinstance(value, (int, float)):
+            raise ConfigError(f"{where}: expected a number")
+        return type(default)(value)
+    if isinstance(default, str):
+        if isinstance(value, (int, float)) and not isinstance(value, bool):
+            value = str(value)  # kubernetesVersion: 1.37 written without quotes
+        if not isinstance(value, str):
+            raise ConfigError(f"{where}: expected a string")
+        return value
+    raise ConfigError(f"{where}: unsupported value")  # pragma: no cover
+
+
+_DNS_LABEL = re.compile(r"^[a-z0-9]([-a-z0-9]{0,61}[a-z0-9])?$")
+_K8S_VERSION = re.compile(r"^1\.\d{1,2}$")
+
+
+def validate(c: Config, where: str = "configuration") -> None:
+    b, g, r = c.build, c.gate, c.reconcile
+    if not b.include:
+        raise ConfigError(f"{where}: build.include must name at least one pattern")
+    if not _DNS_LABEL.match(b.default_namespace):
+        raise ConfigError(f"{where}: build.defaultNamespace {b.default_namespace!r} is not a "
+                          f"namespace name (a DNS label)")
+    if not _K8S_VERSION.match(b.kubernetes_version):
+        raise ConfigError(f"{where}: build.kubernetesVersion {b.kubernetes_version!r}: expected "
+                          f"MAJOR.MINOR such as 1.37")
+    for name, value in dataclasses.asdict(b.limits).items():
+        if value < 1:
+            raise ConfigError(f"{where}: build.limits.{name} must be at least 1")
+    if g.missing_schema not in ("error", "warning"):
+        raise ConfigError(f"{where}: gate.missingSchema {g.missing_schema!r}: expected error or warning")
+    if not g.timeout > 0:
+        raise ConfigError(f"{where}: gate.timeout must be positive")
+    for ref in g.gated_refs + g.protected_refs:
+        if not ref.startswith("refs/"):
+            raise ConfigError(f"{where}: ref {ref!r} must be a full ref name (refs/heads/...)")
+    if not g.gated_refs:
+        raise ConfigError(f"{where}: gate.gatedRefs must name at least one ref")
+    if r.drift not in ("correct", "detect", "off"):
+        raise ConfigError(f"{where}: reconcile.drift {r.drift!r}: expected correct, detect or off")
+    if not r.health_timeout > 0:
+        raise ConfigError(f"{where}: reconcile.healthTimeout must be positive")
+    if not _DNS_LABEL.match(r.inventory_namespace):
+        raise ConfigError(f"{where}: reconcile.inventoryNamespace {r.inventory_namespace!r} is not a "
+                          f"namespace name")
+    if not r.branch or r.branch.startswith(("refs/", "/")) or ".." in r.branch:
+        raise ConfigError(f"{where}: reconcile.branch {r.branch!r}: expected a branch name such as main")
+
+
+def check_reconciled_branch_is_gated(c: Config) -> None:
+    """The reconciler applies only what the gate checks: its branch must be a gated ref."""
+    ref = f"refs/heads/{c.reconcile.branch}"
+    if ref not in c.gate.gated_refs:
+        raise ConfigError(f"the reconciled branch {c.reconcile.branch!r} is not gated "
+                          f"({ref} is not in gate.gatedRefs / --gated-ref: "
+                          f"{', '.join(c.gate.gated_refs)}): add it, or reconcile a gated branch")
+
+
+def load_file(path: str) -> Config:
+    """A configuration file (YAML or JSON), read with the same bounded parser as manifests."""
+    try:
+        with open(path, "rb") as f:
+            data = f.read(_MAX_CONFIG_BYTES + 1)
+    except OSError as e:
+        raise ConfigError(f"--config {path}: cannot read: {e.strerror}") from e
+    if len(data) > _MAX_CONFIG_BYTES:
+        raise ConfigError(f"--config {path}: larger than {_MAX_CONFIG_BYTES} bytes")
+    try:
+        text = data.decode("utf-8")
+    except UnicodeDecodeError as e:
+        raise ConfigError(f"--config {path}: not UTF-8") from e
+    parsed = yamlsafe.parse_yaml(path, text, max_documents=2, max_depth=16, max_alias_expansions=10)
+    if parsed.problems:
+        raise ConfigError(f"--config {parsed.problems[0]}")
+    if len(parsed.documents) > 1:
+        raise ConfigError(f"--config {path}: expected one YAML document")
+    return from_dict(parsed.documents[0].value if parsed.documents else {}, f"--config {path}")
+
+
+def persist(data_dir: str, config: Config) -> None:
+    datadir.write_json(datadir.config_path(data_dir), config.to_dict(), durable=True)
+
+
+def load_persisted(data_dir: str) -> Config | None:
+    """The configuration `pushgate serve` persisted, or None when no server has run yet."""
+    doc = datadir.read_json(datadir.config_path(data_dir))
+    if doc is None:
+        return None
+    return from_dict(doc, datadir.config_path(data_dir))
