@@ -21,7 +21,7 @@ from dulwich.server import Backend
 from dulwich.web import GunzipFilter, HTTPGitApplication, LimitedInputFilter
 from flask import Flask, jsonify, request
 
-from gitserver import auth, bodydeadline, page, receive, repos
+from gitserver import auth, bodydeadline, live, page, receive, repos
 from gitserver.errors import BadRepoName, ConfigError
 from gitserver.receive import GatedReceivePackHandler, GateResult, GateUnavailable, Pusher, PushOutcome
 from gitserver.repos import RefUpdate
@@ -29,6 +29,7 @@ from gitserver.settings import Settings
 from gitserver.upload import BufferedUploadPackHandler
 from pushgate import datadir, locks, observe
 from pushgate.build.sources import GitTree
+from pushgate.core import pruneguard
 from pushgate.gate import gate as gatemod
 from pushgate.gate import policies
 from pushgate.gate.embedded import EmbeddedEngine
@@ -66,7 +67,7 @@ class RefGateAdapter:
             "time": time.time(), "digest": build.digest(), "objects": len(build.manifests),
             "config": self.gate.config.build.digest(), "policies": self.policy_version}
         return GateResult(list(found), build.files, len(build.manifests), verdict,
-                          [str(e) for e in found.exceptions])
+                          [str(e) for e in found.exceptions], list(build.manifests))
 
     def record(self, verdict: datadir.Verdict) -> None:
         datadir.write_verdict(self.data_dir, verdict)
@@ -81,6 +82,7 @@ class _Context:
         self.gate: receive.RefGate | None = app.ref_gate
         self.max_pack_bytes = app.settings.max_pack_bytes
         self.gate_timeout = app.settings.gate_timeout
+        self.live: receive.LiveGate | None = app.live_gate
         self._app = app
 
     def on_done(self, outcome: PushOutcome) -> None:
@@ -148,6 +150,13 @@ class PushgateApp:
             raise ConfigError(f"--kubernetes-version: {e}") from e
         self.ref_gate = RefGateAdapter(self.gate, cfg.gate.gated_refs, settings.data_dir,
                                        policy_set.version)
+        self.live_gate: receive.LiveGate | None = None
+        if settings.live_check in ("required", "best-effort"):
+            self.live_gate = live.RefLiveGate(
+                live.LiveClient(settings.run_dir or datadir.run_dir(settings.data_dir)),
+                cfg.reconcile.branch, settings.live_check,
+                pruneguard.Rules(cfg.gate.prune_max_objects, cfg.gate.prune_max_share),
+                cfg.gate.prune_roles)
         # Only once everything an operator can get wrong has loaded: nothing half-made.
         self.repo_path = repos.ensure(settings.data_dir)
         self.flask = _make_flask(self)
@@ -207,6 +216,7 @@ class PushgateApp:
                          "new": u.new.decode()} for u in outcome.updates],
             "problems": [str(v) for v in outcome.violations][:200],
             "options": outcome.options,
+            "plan": _bounded_plan(outcome.plan),
         }
         observe.metric("pushes").labels("accepted" if outcome.accepted else "refused",
                                         "ok" if outcome.accepted else refusal or "other").inc()
@@ -223,6 +233,16 @@ class PushgateApp:
 
     def close(self) -> None:
         self.gate.close()
+
+
+def _bounded_plan(plan: dict[str, Any], limit: int = 200) -> dict[str, Any]:
+    """The plan for the push log: counts, and the lists cut at `limit` entries each."""
+    if not plan:
+        return {}
+    out: dict[str, Any] = {"counts": live.plan_counts(plan), "managed": plan.get("managed", 0)}
+    for key in ("create", "update", "unchanged", "prune"):
+        out[key] = list(plan.get(key) or [])[:limit]
+    return out
 
 
 def _quiet_protocol_errors(result: Iterable[bytes]) -> Iterator[bytes]:
@@ -339,9 +359,9 @@ def _make_flask(app: PushgateApp) -> Flask:
         branch = request.args.get("branch", app.settings.config.reconcile.branch)
         if not _branch_name_ok(branch):
             return jsonify(error="bad branch name"), 400
-        doc = datadir.read_status(app.settings.data_dir, branch)
-        if doc is None:
-            return jsonify({"branch": branch, "attached": False, "conditions": []})
+        doc: dict[str, Any] = dict(datadir.read_status(app.settings.data_dir, branch) or
+                                   {"branch": branch, "attached": False, "conditions": []})
+        doc["plan"] = page.latest_plan(recent_pushes(app.settings.data_dir, 200), branch)
         return jsonify(doc)
 
     @web.get("/")

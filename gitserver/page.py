@@ -40,6 +40,12 @@ _TEMPLATE = """<!doctype html>
 {% for c in commits %}<tr><td><code>{{ c.sha[:12] }}</code></td><td>{{ c.message }}</td><td>{{ c.pusher }}</td>
 <td class="accepted">accepted</td><td class="{{ c.result }}">{{ c.result }} {{ c.reason }}</td><td>{{ c.when }}</td></tr>
 {% endfor %}</table></section>
+{% if plan %}<section id="plan"><h2>Plan of the last push to {{ branch }} (<code>{{ plan.revision[:12] }}</code>, {{ "accepted" if plan.accepted else "refused" }})</h2>
+<p>{{ plan["counts"]["create"] }} to create, {{ plan["counts"]["update"] }} to update, {{ plan["counts"]["prune"] }} to prune, {{ plan["counts"]["unchanged"] }} unchanged</p><table>
+{% for r in plan["create"] %}<tr><td>create</td><td>{{ r }}</td><td></td></tr>{% endfor %}
+{% for u in plan["update"] %}<tr><td>update</td><td>{{ u.ref }}</td><td><code>{{ u.changes | join("; ") }}</code></td></tr>{% endfor %}
+{% for p in plan["prune"] %}<tr><td>{{ "prune" if p.willDelete else "release" }}</td><td>{{ p.ref }}</td><td></td></tr>{% endfor %}
+</table></section>{% endif %}
 <section id="objects"><h2>Applied objects</h2><table>
 <tr><th>object</th><th>action</th><th>health</th><th>message</th></tr>
 {% for o in deploy.get("objects", []) %}<tr><td>{{ o.ref }}</td><td>{{ o.action }}</td>
@@ -84,4 +90,15 @@ def render(data_dir: str, pushes: list[dict[str, Any]], branch: str = "main") ->
                             "reason": p.get("reason", ""), "problems": p.get("problems", [])})
     return render_template_string(_TEMPLATE, repo=datadir.REPO, branch=branch, deploy=deploy,
                                   cluster=deploy.get("cluster"), commits=commits[:30],
-                                  refused=refused[:30], when=_when)
+                                  refused=refused[:30], when=_when, plan=latest_plan(pushes, branch))
+
+
+def latest_plan(pushes: list[dict[str, Any]], branch: str) -> dict[str, Any] | None:
+    """The live plan of the newest push to `branch` that had one (pushes newest first)."""
+    ref = f"refs/heads/{branch}"
+    for p in pushes:
+        if p.get("plan") and any(u.get("ref") == ref for u in p.get("updates", [])):
+            return {"accepted": p.get("accepted"), "time": p.get("time"),
+                    "revision": next(u["new"] for u in p["updates"] if u.get("ref") == ref),
+                    **p["plan"]}
+    return None

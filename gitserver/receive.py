@@ -36,9 +36,10 @@ from dulwich.protocol import (
 from dulwich.refs import check_ref_format
 from dulwich.server import ReceivePackHandler
 
-from gitserver import history, quarantine, repos
+from gitserver import history, live, quarantine, repos
 from gitserver.repos import ZERO, RefUpdate
 from pushgate import datadir, faults, observe
+from pushgate.core import manifests
 from pushgate.core import violations as pv
 
 log = logging.getLogger(__name__)
@@ -68,6 +69,9 @@ class Refusal(enum.Enum):
     TIMEOUT = "timeout"  # the gate's time limit
     ENGINE = "engine"  # the policy engine is down or crashed
     INTERNAL = "internal"  # the gate failed inside: it could not decide
+    LIVE = "live"  # the live cluster refuses objects (server-side dry-run)
+    LIVE_UNAVAILABLE = "live-unavailable"  # the live check could not run (required mode)
+    PRUNE_GUARD = "prune-guard"  # prunes that need `-o allow-prune` from a role that may prune
     DRY_RUN = "dry-run"  # `-o dry-run`: checked, nothing stored
 
 
@@ -85,6 +89,7 @@ class PushOutcome:
     options: list[str] = field(default_factory=list)
     seconds: float = 0.0
     verdicts: list[datadir.Verdict] = field(default_factory=list)
+    plan: dict[str, Any] = field(default_factory=dict)  # the live plan of the reconciled branch
 
 
 @dataclass(frozen=True)
@@ -96,6 +101,19 @@ class GateResult:
     objects: int
     verdict: datadir.Verdict  # recorded before the ref moves, if the push is accepted
     exceptions: list[str] = field(default_factory=list)  # exemptions granted by policies
+    manifests: list[manifests.Manifest] = field(default_factory=list)  # what was checked
+
+
+class LiveGate(Protocol):
+    """The live check of the reconciled branch (gitserver.live adapted by the app)."""
+
+    mode: str  # required | best-effort
+
+    def applies(self, ref: bytes) -> bool: ...
+
+    def check(self, built: Sequence[manifests.Manifest], deadline: float) -> live.LiveOutcome: ...
+
+    def may_prune(self, role: str, options: Sequence[str]) -> bool: ...
 
 
 class RefGate(Protocol):
@@ -127,6 +145,8 @@ class ReceiveContext(Protocol):
     def max_pack_bytes(self) -> int: ...
     @property
     def gate_timeout(self) -> float: ...
+    @property
+    def live(self) -> LiveGate | None: ...
 
     def on_done(self, outcome: PushOutcome) -> None: ...
 
@@ -360,6 +380,7 @@ class GatedReceivePackHandler(ReceivePackHandler):
             return None
         found: list[pv.Violation] = []
         exceptions: list[str] = []
+        results: list[tuple[RefUpdate, GateResult]] = []
         files = objects = 0
         checked = [u for u in updates if not u.is_delete and gate.gated(u.ref)]
         deadline = time.monotonic() + self.context.gate_timeout
@@ -379,6 +400,7 @@ class GatedReceivePackHandler(ReceivePackHandler):
                 msg = f"pushgate: gate could not decide: {what} (request id {rid})"
                 self._say(msg)
                 return Refusal.INTERNAL, msg
+            results.append((u, result))
             found.extend(result.violations)
             exceptions.extend(result.exceptions)
             files += result.files
@@ -397,6 +419,51 @@ class GatedReceivePackHandler(ReceivePackHandler):
         if errors:
             outcome.verdicts.clear()
             return Refusal.GATE, f"pushgate: {errors} problem{'s' if errors != 1 else ''} found, see above"
+        refused = self._run_live(results, outcome, deadline)
+        if refused is not None:
+            outcome.verdicts.clear()
+        return refused
+
+    def _run_live(self, results: Sequence[tuple[RefUpdate, GateResult]], outcome: PushOutcome,
+                  deadline: float) -> tuple[Refusal, str] | None:
+        """The live check of the reconciled branch: what the cluster says, the plan, the prune
+        guard. None when the push may go on."""
+        gate = self.context.live
+        if gate is None:
+            return None
+        for u, result in results:
+            if not gate.applies(u.ref):
+                continue
+            self._say(f"pushgate: live check of {_short(u.ref)} against the cluster")
+            found = gate.check(result.manifests, deadline)
+            if found.unavailable:
+                if gate.mode == "required":
+                    msg = f"pushgate: live check unavailable, push refused: {found.unavailable}"
+                    self._say(msg)
+                    return Refusal.LIVE_UNAVAILABLE, msg
+                self._say(f"pushgate: warning: live check skipped (best-effort): {found.unavailable}")
+                continue
+            outcome.plan = found.plan
+            for line in pv.report(found.problems)[:-1]:
+                self._say(line)
+            self._say(f"pushgate: plan for {_short(u.ref)} against the live cluster:")
+            for line in found.plan_lines:
+                self._say(line if line.startswith("  ") else f"pushgate: {line}")
+            errors = [v for v in found.problems if v.is_error]
+            if errors:
+                outcome.violations.extend(found.problems)
+                n = len(errors)
+                return Refusal.LIVE, (f"pushgate: the cluster refuses {n} object{'s' if n != 1 else ''}, "
+                                      f"see above")
+            if found.guard:
+                pusher = self.context.pusher
+                for why in found.guard:
+                    self._say(f"pushgate: prune guard: {why}")
+                if not gate.may_prune(pusher.role, outcome.options):
+                    self._say("pushgate: prune guard: push again with -o allow-prune (as a user whose "
+                              "role may prune) to confirm")
+                    return Refusal.PRUNE_GUARD, "pushgate: prune guard: confirm with -o allow-prune"
+                self._say(f"pushgate: prune guard: confirmed by {pusher.name} with -o allow-prune")
         return None
 
 

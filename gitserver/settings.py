@@ -26,6 +26,8 @@ class Settings:
     policies_dir: str = ""
     opa_url: str | None = None
     config: Config = field(default_factory=Config)
+    live_check: str = "off"  # resolved from config.gate.liveCheck: required | best-effort | off
+    run_dir: str = ""  # where the reconciler's live socket and token are (default DATA/run)
     max_pack_bytes: int = 100 * 1024 * 1024
     workers: int = 2
     threads: int = 4
@@ -100,6 +102,8 @@ def validate(s: Settings) -> None:
         raise ConfigError(f"--opa-url {s.opa_url!r}: expected an http(s) URL")
     if not s.body_timeout > 0:
         raise ConfigError(f"--body-timeout / PUSHGATE_BODY_TIMEOUT {s.body_timeout} must be positive")
+    if s.live_check not in ("required", "best-effort", "off"):
+        raise ConfigError(f"--live-check {s.live_check!r}: expected required, best-effort or off")
     for name, value in (("--workers", s.workers), ("--threads", s.threads)):
         if value < 1:
             raise ConfigError(f"{name} must be at least 1")

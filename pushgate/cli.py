@@ -18,6 +18,7 @@ from collections.abc import Sequence
 from typing import Any
 
 from pushgate import config as configmod
+from pushgate import datadir
 
 EXIT_CONFIG = 2
 
@@ -82,6 +83,12 @@ def _parser() -> argparse.ArgumentParser:
     s.add_argument("--kustomize", default=_env("KUSTOMIZE"),
                    help="kustomize binary (default: the pinned one)")
     s.add_argument("--anonymous-role", default=_env("ANONYMOUS_ROLE"), help="read, to allow anonymous clones")
+    s.add_argument("--live-check", default=_env("LIVE_CHECK"),
+                   choices=("auto", "required", "best-effort", "off"),
+                   help="server-side dry-run and plan of each push against the cluster, through "
+                        "the reconciler (default auto: required when a cluster is attached)")
+    s.add_argument("--run-dir", default=_env("RUN_DIR"),
+                   help="where the reconciler's live-check socket and token are (default DATA/run)")
     s.add_argument("--kubeconfig", default=_env("KUBECONFIG_FILE"),
                    help="attach a cluster: run the reconciler next to the server")
     s.add_argument("--in-cluster", action="store_true", help="attach the cluster this pod runs in")
@@ -101,6 +108,10 @@ def _parser() -> argparse.ArgumentParser:
     r.add_argument("--retry-period", default=_env("RETRY_PERIOD", "2"))
     r.add_argument("--probe-listen", default=_env("PROBE_LISTEN"),
                    help="HOST:PORT for the reconciler's /healthz and /readyz")
+    r.add_argument("--run-dir", default=_env("RUN_DIR"),
+                   help="where to serve live checks for the git server (default DATA/run)")
+    r.add_argument("--no-live-check", action="store_true",
+                   help="do not serve live checks (dry-run and plan) to the git server")
 
     st = sub.add_parser("status", help="show the deploy status")
     st.add_argument("--data-dir", default=_env("DATA_DIR"))
@@ -174,6 +185,7 @@ def _config(args: argparse.Namespace, base: configmod.Config | None = None) -> c
          tuple(args.gated_ref) if getattr(args, "gated_ref", None) else None),
         ("--protected-ref", "gate", "protected_refs",
          tuple(args.protected_ref) if getattr(args, "protected_ref", None) else None),
+        ("--live-check", "gate", "live_check", getattr(args, "live_check", None)),
         ("--gate-timeout", "gate", "timeout",
          _float("--gate-timeout", args.gate_timeout) if getattr(args, "gate_timeout", None) else None),
         ("--branch", "reconcile", "branch", getattr(args, "branch", None)),
@@ -202,10 +214,14 @@ def _serve(args: argparse.Namespace) -> int:
     attach = bool(args.kubeconfig or args.in_cluster)
     if attach:
         configmod.check_reconciled_branch_is_gated(cfg)
+    live_check = cfg.gate.live_check
+    if live_check == "auto":
+        live_check = "required" if attach else "off"
+    run_dir = args.run_dir or datadir.run_dir(args.data_dir or "")
     s = settings.Settings(
         data_dir=args.data_dir or "", listen=args.listen, users_file=args.users or "",
         policies_dir=args.policies or settings.default_policies_dir(), opa_url=args.opa_url,
-        config=cfg,
+        config=cfg, live_check=live_check, run_dir=run_dir,
         max_pack_bytes=_int("--max-pack-bytes", args.max_pack_bytes),
         body_timeout=_float("--body-timeout", args.body_timeout),
         workers=_int("--workers", args.workers), threads=_int("--threads", args.threads),
@@ -235,7 +251,10 @@ def _serve(args: argparse.Namespace) -> int:
         # gunicorn's forking master; it reads the configuration persisted above.
         import subprocess
 
-        argv = [sys.executable, "-m", "pushgate.cli", "reconcile", f"--data-dir={s.data_dir}"]
+        argv = [sys.executable, "-m", "pushgate.cli", "reconcile", f"--data-dir={s.data_dir}",
+                f"--run-dir={run_dir}"]
+        if live_check == "off":
+            argv.append("--no-live-check")
         if args.kubeconfig:
             argv.append(f"--kubeconfig={args.kubeconfig}")
         if s.kustomize:
@@ -302,9 +321,43 @@ def _reconcile(args: argparse.Namespace) -> int:
         from reconciler import probes
 
         probes.serve(args.probe_listen, loop)
+    server = None
+    if not args.no_live_check:
+        from reconciler import live, liveserver
+
+        checker = live.LiveChecker(_lazy_cluster(connect), inventory_namespace=rc.inventory_namespace,
+                                   prune_protected=rc.prune_protected)
+        try:
+            server = liveserver.serve(args.run_dir or datadir.run_dir(args.data_dir), checker)
+        except (OSError, ValueError) as e:
+            raise _ConfigExit(f"--run-dir: cannot serve live checks: {e}") from e
     print(f"pushgate: reconciling {args.data_dir} branch {rc.branch}", file=sys.stderr, flush=True)
-    loop.run(stop)
+    try:
+        loop.run(stop)
+    finally:
+        if server is not None:
+            server.stop()
     return 0
+
+
+def _lazy_cluster(connect: Any) -> Any:
+    """A cluster connection of the live checker's own, made on first use and again after a
+    failure to connect (the reconcile loop keeps its own)."""
+    import threading
+
+    lock = threading.Lock()
+    held: list[Any] = []
+
+    def provide() -> Any:
+        with lock:
+            if not held:
+                try:
+                    held.append(connect())
+                except Exception:
+                    return None
+            return held[0]
+
+    return provide
 
 
 def _check_port(listen: str) -> None:
@@ -330,8 +383,6 @@ def _check_kubeconfig(path: str) -> None:
 
 def _status(args: argparse.Namespace) -> int:
     import json
-
-    from pushgate import datadir
 
     if not args.data_dir:
         raise _ConfigExit("--data-dir / PUSHGATE_DATA_DIR is required")

@@ -18,6 +18,10 @@ about what a tree's objects are. Shared layer: no gitserver or reconciler import
       missingSchema: error        # or warning
       timeout: 30
       policyNamespaces: []        # [] = every package; [main] = conftest's default
+      liveCheck: auto             # required | best-effort | off; auto: required with a cluster
+      pruneMaxObjects: 10         # the prune guard (see pushgate.core.pruneguard)
+      pruneMaxShare: 0.5
+      pruneRoles: [admin]         # roles that may prune past the guard with -o allow-prune
     reconcile:
       branch: main
       drift: correct              # correct | detect | off
@@ -52,6 +56,10 @@ class GateSettings:
     missing_schema: str = "error"
     timeout: float = 30.0
     policy_namespaces: tuple[str, ...] = ()  # () = every package
+    live_check: str = "auto"  # auto | required | best-effort | off
+    prune_max_objects: int = 10
+    prune_max_share: float = 0.5
+    prune_roles: tuple[str, ...] = ("admin",)
 
 
 @dataclass(frozen=True)
@@ -190,6 +198,13 @@ def validate(c: Config, where: str = "configuration") -> None:
     for ref in g.gated_refs + g.protected_refs:
         if not ref.startswith("refs/"):
             raise ConfigError(f"{where}: ref {ref!r} must be a full ref name (refs/heads/...)")
+    if g.live_check not in ("auto", "required", "best-effort", "off"):
+        raise ConfigError(f"{where}: gate.liveCheck {g.live_check!r}: expected required, best-effort, "
+                          f"off or auto")
+    if g.prune_max_objects < 0 or not 0 < g.prune_max_share <= 1:
+        raise ConfigError(f"{where}: gate.pruneMaxObjects must be >= 0 and gate.pruneMaxShare in (0, 1]")
+    if not set(g.prune_roles) <= {"read", "write", "admin"}:
+        raise ConfigError(f"{where}: gate.pruneRoles {list(g.prune_roles)}: roles are read, write, admin")
     if not g.gated_refs:
         raise ConfigError(f"{where}: gate.gatedRefs must name at least one ref")
     if r.drift not in ("correct", "detect", "off"):

@@ -2,8 +2,9 @@
 
 Both sides (and the CLI) read and write the same directory; everything they agree on is named
 here and nowhere else: the repository, pushgate's own refs, the notes ref, the per-branch status
-file, the wake file, the push log, the persisted configuration and the gate's verdicts. The
-documents are typed (`TypedDict`) so a change on one side is a type error on the other.
+file, the wake file, the push log, the persisted configuration, the gate's verdicts and the
+live-check socket and token. The documents are typed (`TypedDict`) so a change on one side is
+a type error on the other.
 Shared layer: imports neither `gitserver` nor `reconciler`.
 """
 
@@ -23,6 +24,11 @@ OWN_REFS = (DEPLOYED_PREFIX, NOTES_REF)  # written by pushgate only; a push may 
 WAKE = "wake"
 PUSH_LOG = "pushes.jsonl"
 CONFIG = "config.json"
+# The live check's rendezvous in the run directory (default DATA/run; in a pod, a volume the
+# two containers share): the reconciler's Unix socket and the per-pod token guarding it.
+RUN_DIR = "run"
+LIVE_SOCKET = "live.sock"
+LIVE_TOKEN = "live.token"  # noqa: S105 - a file name, not a secret
 _STATUS_DIR = "status"
 _VERDICT_DIR = "verdicts"
 
@@ -93,6 +99,10 @@ def head_ref(branch: str) -> bytes:
 def status_path(data_dir: str, branch: str) -> str:
     """One file per branch; `/` and `%` escaped so `release/v1` and `release-v1` never collide."""
     return os.path.join(data_dir, _STATUS_DIR, quote(branch, safe="") + ".json")
+
+
+def run_dir(data_dir: str) -> str:
+    return os.path.join(data_dir, RUN_DIR)
 
 
 def wake_path(data_dir: str) -> str:

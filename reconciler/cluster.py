@@ -116,7 +116,13 @@ class Cluster:
             return errors.NotFound(f"the server has no resource type for it: {e}", reason="NoKind",
                                    code=404)
         if isinstance(e, (ApiException, DynamicApiError)):
-            return errors.from_api_exception(e, transport=transport_failure(e))
+            err = errors.from_api_exception(e, transport=transport_failure(e))
+            if err.code == 500 and err.message.startswith("failed to create typed patch object"):
+                # Server-side apply answers 500 for an object its schema cannot type (an unknown
+                # field, a string for an integer; kubernetes/kubernetes#139253): the object's
+                # fault, to wait out for a new commit, not an outage to retry forever.
+                return errors.Invalid(err.message, reason="BadRequest", code=500)
+            return err
         if transport_failure(e):
             return errors.Unavailable(f"API server unreachable: {errors.describe(e)}",
                                       reason="Unreachable")

@@ -23,6 +23,25 @@ def status(server: Server, user: str = "reader", branch: str | None = None) -> d
         return doc
 
 
+def _get(server: Server, path: str, user: str = "reader") -> bytes:
+    req = urllib.request.Request(f"http://127.0.0.1:{server.port}{path}")
+    cred = base64.b64encode(f"{user}:{server.tokens[user]}".encode()).decode()
+    req.add_header("Authorization", f"Basic {cred}")
+    with urllib.request.urlopen(req, timeout=10) as r:
+        return bytes(r.read())
+
+
+def page(server: Server, branch: str | None = None) -> str:
+    query = "" if branch is None else "?branch=" + urllib.parse.quote(branch, safe="")
+    return _get(server, f"/{query}").decode()
+
+
+def pushes(server: Server) -> list[dict[str, Any]]:
+    """The push log through the API, newest first."""
+    doc: dict[str, Any] = json.loads(_get(server, "/api/v1/pushes"))
+    return list(doc["pushes"])
+
+
 def wait_status(server: Server, pred: Callable[[dict[str, Any]], bool], timeout: float = 90,
                 what: str = "status", branch: str | None = None) -> dict[str, Any]:
     deadline = time.monotonic() + timeout

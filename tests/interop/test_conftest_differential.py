@@ -269,6 +269,9 @@ CORPUS = corpus()
 # -- deciding ---------------------------------------------------------------------------------------
 def pushgate_verdict(ps: policies.PolicySet, row: Sequence[tuple[str, Any]]) -> Verdict:
     out = ps.outcome(row, path="in.yaml", ref="", line_of=lambda _: 1)
+    undecided = [v.message for v in out.violations if v.rule == "policy-engine"]
+    if undecided:  # the embedded engine declined this input (a problem of its own, fail closed)
+        return Verdict(refused=f"engine: {undecided[0]}")
     shape = [v.message for v in out.violations if v.message.startswith("policy result ")]
     if shape:
         return Verdict(refused=f"shape: {shape[0]}")

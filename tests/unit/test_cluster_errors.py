@@ -229,3 +229,15 @@ def test_api_responses_keep_their_status_classes() -> None:
     e = ApiException(status=503, reason="Service Unavailable")
     assert isinstance(Cluster._translate(e), errors.Unavailable)
     assert Cluster._translate(errors.Conflict("x")).message == "x"
+
+
+def test_an_object_server_side_apply_cannot_type_is_invalid_not_an_outage() -> None:
+    # kubernetes/kubernetes#139253: SSA answers 500 for an unknown field or a wrongly typed one.
+    e = ApiException(status=500, reason="Internal Server Error")
+    e.body = ('{"kind":"Status","message":"failed to create typed patch object (x/y; example.com/v1, '
+              'Kind=Gadget): .spec.sise: field not declared in schema","code":500}')
+    err = Cluster._translate(e)
+    assert isinstance(err, errors.Invalid) and err.permanent and "field not declared" in err.message
+    e = ApiException(status=500, reason="Internal Server Error")
+    e.body = '{"kind":"Status","message":"etcdserver: request timed out","code":500}'
+    assert isinstance(Cluster._translate(e), errors.Unavailable)
