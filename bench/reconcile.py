@@ -33,7 +33,6 @@ import os
 import pstats
 import resource
 import secrets
-import shutil
 import tempfile
 import time
 from collections.abc import Sequence
@@ -49,7 +48,11 @@ TARGET_RATIO = 1.0
 TARGET_DRIFT_P50 = 2.0
 STATUS_POLL = 0.02
 DRIFT_POLL = 0.01
-KUBECTL = shutil.which("kubectl") or "/usr/bin/kubectl"
+def kubectl() -> str:
+    """The pinned kubectl of the API server's own version (scripts/tools.sh), never the host's."""
+    from tests.bed import tools
+
+    return tools.path("kubectl")
 RECONCILER_AGENT = "pushgate-reconciler"
 PHASES = ("inventory write", "phase 1: Namespaces, CRDs (dry-run + apply)", "dry-run apply", "apply")
 
@@ -341,7 +344,7 @@ def sync_kubectl(cp: Any, work: Path, env: dict[str, str], size: int, *extra: st
     meter = CpuMeter(cp)
     before = meter.snapshot(children_cpu())
     start = time.time()
-    argv = [KUBECTL, f"--kubeconfig={cp.kubeconfig}", "apply", "--server-side", *extra, "-f", str(work)]
+    argv = [kubectl(), f"--kubeconfig={cp.kubeconfig}", "apply", "--server-side", *extra, "-f", str(work)]
     t = common.run_timed(argv, env=env)
     cpu = meter.delta(before, meter.snapshot(children_cpu()))
     if t.returncode != 0:
@@ -437,7 +440,7 @@ def stats_row(label: str, xs: Sequence[float]) -> list[object]:
 
 
 def kubectl_version() -> str:
-    t = common.run_timed([KUBECTL, "version", "--client", "-o", "json"], timeout=30)
+    t = common.run_timed([kubectl(), "version", "--client", "-o", "json"], timeout=30)
     try:
         return str(json.loads(t.stdout)["clientVersion"]["gitVersion"])
     except (ValueError, KeyError):

@@ -116,8 +116,22 @@ def attached_server(server_factory: Callable[..., Server], control_plane: Contro
                     dynamic: Any) -> Iterator[Server]:
     """pushgate serve with the reconciler attached to the shared control plane, its ApplySet
     parent in a namespace of its own (deleted after the test, with what it applied)."""
+    yield from _attached(server_factory, control_plane, dynamic)
+
+
+@pytest.fixture
+def unchecked_server(server_factory: Callable[..., Server], control_plane: ControlPlane,
+                     dynamic: Any) -> Iterator[Server]:
+    """`attached_server` without the live check (`--live-check=off`): commits the cluster would
+    refuse land, so the reconciler's own handling of a refusing cluster can be seen (as when the
+    cluster changes between push and apply)."""
+    yield from _attached(server_factory, control_plane, dynamic, "--live-check=off")
+
+
+def _attached(server_factory: Callable[..., Server], control_plane: ControlPlane, dynamic: Any,
+              *args: str) -> Iterator[Server]:
     inv_ns = f"pg-inv-{secrets.token_hex(3)}"
-    s = server_factory(f"--kubeconfig={control_plane.kubeconfig}",
+    s = server_factory(f"--kubeconfig={control_plane.kubeconfig}", *args,
                        env={"PUSHGATE_INVENTORY_NAMESPACE": inv_ns, "PUSHGATE_HEALTH_TIMEOUT": "120"})
     procs.wait_until(lambda: (s.data_dir / "status" / "main.json").exists(), 30,
                      "the reconciler to announce itself", on_timeout=s.log)

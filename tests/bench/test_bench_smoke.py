@@ -11,7 +11,7 @@ from pathlib import Path
 
 import pytest
 
-from bench import clone, gate_full, gate_incremental, reconcile, rss
+from bench import clone, gate_full, gate_incremental, live_check, reconcile, rss
 
 pytestmark = pytest.mark.slow
 
@@ -73,3 +73,11 @@ def test_reconcile(tmp_path: Path) -> None:
     assert out["push_phases"][0]["apply"]["requests"] == 50
     text = _section(results, "reconcile")
     assert "ratio pushgate / kubectl" in text and "edit -> corrected p50" in text and "cProfile" in text
+
+
+def test_live_check(tmp_path: Path) -> None:
+    results = tmp_path / "RESULTS.md"
+    out = live_check.main(["--size", "20", "--repeats", "1", "--pushes", "2", "--results", str(results)])
+    assert len(out["server_seconds"]) == 2
+    assert _finite(out["p50"], out["ratio"], *out["live_seconds"], *out["kubectl_seconds"])
+    assert "kubectl server-side dry-run" in _section(results, "live_check")

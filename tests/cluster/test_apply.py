@@ -95,15 +95,15 @@ def test_namespace_crd_and_custom_resource_in_one_commit(git: Git, attached_serv
     assert res.returncode != 0
 
 
-def test_objects_the_server_refuses_fail_alone(git: Git, attached_server: Server, dynamic: Any,
+def test_objects_the_server_refuses_fail_alone(git: Git, unchecked_server: Server, dynamic: Any,
                                                tmp_path: Path) -> None:
     ns = f"refuse-{secrets.token_hex(3)}"
     work = git.init(tmp_path / "w")
     git.write(work, {"ns.yaml": samples.namespace(ns), "web.yaml": samples.deployment(namespace=ns),
                      "cm.yaml": samples.configmap(namespace=ns)})
     first = git.commit_all(work, "v1")
-    git.run("push", attached_server.url(), "main", cwd=work)
-    deploy.wait_status(attached_server, deploy.verdict_for(first), what="v1")
+    git.run("push", unchecked_server.url(), "main", cwd=work)
+    deploy.wait_status(unchecked_server, deploy.verdict_for(first), what="v1")
 
     # The selector of a Deployment is immutable: the gate cannot know, the API server refuses.
     changed = samples.deployment(namespace=ns).replace(
@@ -113,8 +113,8 @@ def test_objects_the_server_refuses_fail_alone(git: Git, attached_server: Server
         "      labels:\n        app.kubernetes.io/name: web\n        tier: front\n    spec:")
     git.write(work, {"web.yaml": changed, "cm.yaml": samples.configmap(namespace=ns, value="2")})
     second = git.commit_all(work, "v2: immutable selector change")
-    git.run("push", attached_server.url(), "main", cwd=work)
-    doc = deploy.wait_status(attached_server, deploy.verdict_for(second), what="v2 verdict")
+    git.run("push", unchecked_server.url(), "main", cwd=work)
+    doc = deploy.wait_status(unchecked_server, deploy.verdict_for(second), what="v2 verdict")
     assert deploy.result_of(doc, second)["result"] == "Degraded"
     rows = {o["ref"]: o for o in doc["objects"]}
     web = rows[f"Deployment/{ns}/web"]
@@ -123,4 +123,4 @@ def test_objects_the_server_refuses_fail_alone(git: Git, attached_server: Server
     cm = dynamic.resources.get(api_version="v1", kind="ConfigMap").get(name="settings", namespace=ns)
     assert cm.data.value == "2"
     # Not fully applied: refs/deployed stays on the last fully applied commit.
-    assert attached_server.refs()["refs/deployed/main"] == first
+    assert unchecked_server.refs()["refs/deployed/main"] == first
