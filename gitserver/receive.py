@@ -433,6 +433,8 @@ class GatedReceivePackHandler(ReceivePackHandler):
             return None
         for u, result in results:
             if not gate.applies(u.ref):
+                self._say(f"pushgate: {_short(u.ref)} is not the branch the reconciler applies: "
+                          f"checked statically only")
                 continue
             self._say(f"pushgate: live check of {_short(u.ref)} against the cluster")
             found = gate.check(result.manifests, deadline)

@@ -301,3 +301,15 @@ def test_api_server_down(mode: str, git: Git, live_server: Callable[..., Server]
         assert res.returncode == 0 and "warning: live check skipped (best-effort)" in res.stderr, res.stderr
     else:
         assert res.returncode == 0 and "live check" not in res.stderr, res.stderr
+
+
+def test_a_gated_branch_the_reconciler_does_not_apply_is_named_static_only(
+        git: Git, live_server: Callable[..., Server], tmp_path: Path) -> None:
+    server = live_server("--gated-ref=refs/heads/main", "--gated-ref=refs/heads/staging")
+    work = git.init(tmp_path / "w")
+    git.write(work, {"cm.yaml": samples.configmap(namespace="default")})
+    git.commit_all(work, "staging")
+    res = git.run("push", server.url(), "HEAD:refs/heads/staging", cwd=work, check=False)
+    assert res.returncode == 0, res.stderr
+    assert "staging is not the branch the reconciler applies: checked statically only" in res.stderr
+    assert "plan:" not in res.stderr
