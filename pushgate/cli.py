@@ -35,7 +35,8 @@ def _build_flags(p: argparse.ArgumentParser) -> None:
                    help="manifest file pattern (repeatable; default *.yaml, *.yml, *.json)")
     p.add_argument("--exclude", action="append", default=None,
                    help="path pattern to leave out of the build (repeatable), e.g. 'docs/*'")
-    p.add_argument("--kubernetes-version", default=_env("KUBERNETES_VERSION"))
+    p.add_argument("--kubernetes-version", default=_env("KUBERNETES_VERSION"),
+                   help="Kubernetes MAJOR.MINOR whose schemas objects are checked against (default 1.37)")
     p.add_argument("--default-namespace", default=_env("DEFAULT_NAMESPACE"),
                    help="namespace for namespaced objects that name none (default: default)")
     p.add_argument("--missing-schema", default=_env("MISSING_SCHEMA"),
@@ -48,10 +49,13 @@ def _build_flags(p: argparse.ArgumentParser) -> None:
 def _reconcile_flags(p: argparse.ArgumentParser) -> None:
     """Flags that override the configuration's `reconcile` section."""
     p.add_argument("--branch", default=_env("BRANCH"), help="the branch to apply (default main)")
-    p.add_argument("--inventory-namespace", default=_env("INVENTORY_NAMESPACE"))
+    p.add_argument("--inventory-namespace", default=_env("INVENTORY_NAMESPACE"),
+                   help="namespace of the ApplySet inventory parent (default pushgate-system)")
     p.add_argument("--prune-protected", action="store_const", const=True, default=None,
                    help="also prune Namespaces, PVCs and CRDs removed from Git")
-    p.add_argument("--health-timeout", default=_env("HEALTH_TIMEOUT"))
+    p.add_argument("--health-timeout", default=_env("HEALTH_TIMEOUT"),
+                   help="seconds an applied commit may take to become healthy before it is Failed "
+                        "(default 300)")
     p.add_argument("--drift", default=_env("DRIFT"), choices=("correct", "detect", "off"),
                    help="correct out-of-band changes (default), only report them, or ignore them")
     p.add_argument("--no-force-conflicts", action="store_const", const=True, default=None,
@@ -74,12 +78,14 @@ def _parser() -> argparse.ArgumentParser:
                    help="ref checked by the gate (repeatable; default refs/heads/main)")
     s.add_argument("--protected-ref", action="append", default=None,
                    help="ref with no force-push or deletion (repeatable; default refs/heads/main)")
-    s.add_argument("--max-pack-bytes", default=_env("MAX_PACK_BYTES", str(100 * 1024 * 1024)))
-    s.add_argument("--gate-timeout", default=_env("GATE_TIMEOUT"))
+    s.add_argument("--max-pack-bytes", default=_env("MAX_PACK_BYTES", str(100 * 1024 * 1024)),
+                   help="largest push accepted, in bytes (default 100 MiB)")
+    s.add_argument("--gate-timeout", default=_env("GATE_TIMEOUT"),
+                   help="seconds the gate (live check included) may take per push (default 30)")
     s.add_argument("--body-timeout", default=_env("BODY_TIMEOUT", "60"),
                    help="seconds a request body may take, plus 1 s per 16 KiB received (slow clients)")
-    s.add_argument("--workers", default=_env("WORKERS", "2"))
-    s.add_argument("--threads", default=_env("THREADS", "4"))
+    s.add_argument("--workers", default=_env("WORKERS", "2"), help="server worker processes (default 2)")
+    s.add_argument("--threads", default=_env("THREADS", "4"), help="threads per worker (default 4)")
     s.add_argument("--kustomize", default=_env("KUSTOMIZE"),
                    help="kustomize binary (default: the pinned one)")
     s.add_argument("--anonymous-role", default=_env("ANONYMOUS_ROLE"), help="read, to allow anonymous clones")
@@ -96,16 +102,20 @@ def _parser() -> argparse.ArgumentParser:
 
     r = sub.add_parser("reconcile", help="run the reconciler over a data dir (reads the "
                                          "configuration the server persisted there)")
-    r.add_argument("--data-dir", default=_env("DATA_DIR"))
+    r.add_argument("--data-dir", default=_env("DATA_DIR"), help="the data directory 'pushgate serve' uses")
     r.add_argument("--kubeconfig", default=_env("KUBECONFIG_FILE"),
                    help="kubeconfig file (default: the in-cluster ServiceAccount)")
     _reconcile_flags(r)
-    r.add_argument("--kustomize", default=_env("KUSTOMIZE"))
+    r.add_argument("--kustomize", default=_env("KUSTOMIZE"),
+                   help="kustomize binary (default: the pinned one)")
     r.add_argument("--no-leader-elect", action="store_true",
                    help="do not take a Lease (only when a single reconciler runs)")
-    r.add_argument("--lease-duration", default=_env("LEASE_DURATION", "15"))
-    r.add_argument("--renew-deadline", default=_env("RENEW_DEADLINE", "10"))
-    r.add_argument("--retry-period", default=_env("RETRY_PERIOD", "2"))
+    r.add_argument("--lease-duration", default=_env("LEASE_DURATION", "15"),
+                   help="seconds a leader's Lease lasts (default 15)")
+    r.add_argument("--renew-deadline", default=_env("RENEW_DEADLINE", "10"),
+                   help="seconds the leader may fail to renew before it stops leading (default 10)")
+    r.add_argument("--retry-period", default=_env("RETRY_PERIOD", "2"),
+                   help="seconds between attempts to take or renew the Lease (default 2)")
     r.add_argument("--probe-listen", default=_env("PROBE_LISTEN"),
                    help="HOST:PORT for the reconciler's /healthz and /readyz")
     r.add_argument("--run-dir", default=_env("RUN_DIR"),
@@ -114,31 +124,36 @@ def _parser() -> argparse.ArgumentParser:
                    help="do not serve live checks (dry-run and plan) to the git server")
 
     st = sub.add_parser("status", help="show the deploy status")
-    st.add_argument("--data-dir", default=_env("DATA_DIR"))
+    st.add_argument("--data-dir", default=_env("DATA_DIR"), help="the server's data directory")
     st.add_argument("--branch", default=None, help="default: the reconciled branch")
-    st.add_argument("--json", action="store_true")
+    st.add_argument("--json", action="store_true", help="print the whole status document as JSON")
 
     for name, what in (("validate", "run the gate over a working tree (pre-commit, CI)"),
                        ("render", "print the objects pushgate would apply for a tree (YAML stream)")):
         v = sub.add_parser(name, help=what)
         v.add_argument("directory", nargs="?" if name == "render" else None,
-                       default="." if name == "render" else None)
+                       default="." if name == "render" else None, help="the working tree to read")
         v.add_argument("--data-dir", default=None,
                        help="use the configuration a server persisted in this data directory")
         _build_flags(v)
-        v.add_argument("--kustomize", default=_env("KUSTOMIZE"))
+        v.add_argument("--kustomize", default=_env("KUSTOMIZE"),
+                       help="kustomize binary (default: the pinned one)")
         if name == "validate":
-            v.add_argument("--policies", default=_env("POLICIES"))
-            v.add_argument("--opa-url", default=_env("OPA_URL"))
+            v.add_argument("--policies", default=_env("POLICIES"),
+                           help="Rego policy directory (default: pushgate's starter policies)")
+            v.add_argument("--opa-url", default=_env("OPA_URL"),
+                           help="use this OPA server instead of the embedded engine")
             v.add_argument("-v", "--verbose", action="store_true",
                            help="also print the policy entry points found")
 
     u = sub.add_parser("user", help="manage users")
     usub = u.add_subparsers(dest="user_command", required=True)
     ua = usub.add_parser("add", help="add a user (or give one a new token); prints the token once")
-    ua.add_argument("name")
-    ua.add_argument("--users", default=_env("USERS"), required=_env("USERS") is None)
-    ua.add_argument("--role", required=True, choices=("read", "write", "admin"))
+    ua.add_argument("name", help="the user's name (the Basic-auth user name)")
+    ua.add_argument("--users", default=_env("USERS"), required=_env("USERS") is None,
+                    help="the users file (created if missing)")
+    ua.add_argument("--role", required=True, choices=("read", "write", "admin"),
+                    help="read: clone and fetch; write: push; admin: push, and prune past the guard")
     return p
 
 
