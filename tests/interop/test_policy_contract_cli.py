@@ -52,7 +52,8 @@ def test_validate_prints_entry_points_and_applies_the_contract(tmp_path: Path) -
     (tree / "web.yaml").write_text(samples.deployment(image="nginx:latest"))
     (tree / "cm.yaml").write_text(samples.configmap())
     legacy = samples.deployment(name="old", image="nginx:latest").replace(
-        "    app.kubernetes.io/name: old\nspec:", "    app.kubernetes.io/name: old\n    legacy: \"yes\"\nspec:")
+        "    app.kubernetes.io/name: old\nspec:",
+        "    app.kubernetes.io/name: old\n    legacy: \"yes\"\nspec:")
     (tree / "old.yaml").write_text(legacy)
 
     res = _run("validate", "-v", str(tree), f"--policies={policies}")
