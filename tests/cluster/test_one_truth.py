@@ -240,7 +240,10 @@ def test_serve_hands_every_reconciler_setting_to_its_reconciler(
     # --prune-protected reached it too: a Namespace removed from Git is pruned.
     git.run("rm", "-q", "ns.yaml", "cm.yaml", cwd=work)
     gone = git.commit_all(work, "remove everything")
-    git.run("push", server.url(), f"HEAD:refs/heads/{branch}", cwd=work)
+    held = git.run("push", server.url(), f"HEAD:refs/heads/{branch}", cwd=work, check=False)
+    assert held.returncode != 0 and "prune guard: it deletes 1 object of a protected kind: " \
+        f"Namespace/{ns}" in held.stderr, held.stderr
+    git.run("push", "-o", "allow-prune", server.url(), f"HEAD:refs/heads/{branch}", cwd=work)
     deploy.wait_status(server, deploy.verdict_for(gone), 90, "the prune", branch=branch)
     procs.wait_until(lambda: _live(dynamic, "v1", "Namespace", ns) is None
                      or _live(dynamic, "v1", "Namespace", ns).metadata.deletionTimestamp, 60,
