@@ -56,8 +56,16 @@ class Settings:
 
 
 def default_policies_dir() -> str:
-    """pushgate's own policies/ (next to the package in a checkout)."""
-    return str(Path(__file__).resolve().parents[1] / "policies")
+    """pushgate's starter policies: the checkout's policies/, or the installed package data."""
+    checkout = Path(__file__).resolve().parents[1] / "policies"
+    if checkout.is_dir():
+        return str(checkout)
+    import importlib.util
+
+    spec = importlib.util.find_spec("pushgate_policies")
+    if spec is not None and spec.submodule_search_locations:
+        return str(next(iter(spec.submodule_search_locations)))
+    return str(checkout)  # reported as missing by the policy loader, naming the path
 
 
 def default_kustomize() -> str | None:
