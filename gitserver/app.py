@@ -269,7 +269,8 @@ def deploy_progress(data_dir: str, ref: str, revision: str, timeout: float) -> I
         yield f"-o wait: no reconciler has reported on {branch}; not waiting"
         return
     yield f"waiting up to {timeout:.0f}s for {revision[:12]} to be applied and healthy"
-    deadline = time.monotonic() + timeout
+    started = time.monotonic()
+    deadline = started + timeout
     shown: set[tuple[float, str]] = set()
     while time.monotonic() < deadline:
         try:
@@ -291,6 +292,12 @@ def deploy_progress(data_dir: str, ref: str, revision: str, timeout: float) -> I
                 yield f"  {o.get('ref')} {o.get('action')}{health}{why}"
             yield f"deploy {entry['result']}: {entry.get('reason', '')}"
             return
+        if time.monotonic() - started > 3:
+            # Nothing moves for this revision: say why if a follower is all that runs here.
+            leader = datadir.leader_summary(data_dir, branch)
+            if leader and (0.0, leader) not in shown:
+                shown.add((0.0, leader))
+                yield leader
         cluster = doc.get("cluster") or {}
         if cluster and not cluster.get("reachable", True):
             key = (cluster.get("since", 0.0), "outage")

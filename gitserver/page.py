@@ -33,6 +33,7 @@ _TEMPLATE = """<!doctype html>
 {% endfor %}</table>
 <p>last applied <code>{{ (deploy.get("lastAppliedRevision") or "-")[:12] }}</code>,
  last attempted <code>{{ (deploy.get("lastAttemptedRevision") or "-")[:12] }}</code>
+ {% if leader %}<br><b class="Degraded">{{ leader }}</b>{% endif %}
  {% if cluster and not cluster.get("reachable", True) %}<b class="Failed">cluster unreachable: {{ cluster.get("message") }}</b>{% endif %}</p>
 </section>
 <section id="commits"><h2>Recent commits</h2><table>
@@ -90,7 +91,8 @@ def render(data_dir: str, pushes: list[dict[str, Any]], branch: str = "main") ->
                             "reason": p.get("reason", ""), "problems": p.get("problems", [])})
     return render_template_string(_TEMPLATE, repo=datadir.REPO, branch=branch, deploy=deploy,
                                   cluster=deploy.get("cluster"), commits=commits[:30],
-                                  refused=refused[:30], when=_when, plan=latest_plan(pushes, branch))
+                                  refused=refused[:30], when=_when, plan=latest_plan(pushes, branch),
+                                  leader=datadir.leader_summary(data_dir, branch))
 
 
 def latest_plan(pushes: list[dict[str, Any]], branch: str) -> dict[str, Any] | None:

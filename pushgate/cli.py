@@ -412,6 +412,8 @@ def _status(args: argparse.Namespace) -> int:
         return 0
     for c in doc.get("conditions", []):
         print(f"{c['type']:<12} {c['status']:<6} {c['reason']}: {c['message']}")
+    leader = datadir.leader_summary(args.data_dir, branch)
+    print(f"leader:         {doc.get('leader') or '-'}" + (f" ({leader})" if leader else ""))
     print(f"last attempted: {doc.get('lastAttemptedRevision', '-')}")
     print(f"last applied:   {doc.get('lastAppliedRevision', '-')}")
     cl = doc.get("cluster") or {}

@@ -66,6 +66,17 @@ class StatusDoc(TypedDict, total=False):
     verdict: dict[str, Any]  # the gate verdict check of the last attempted revision
 
 
+class LeaseView(TypedDict):
+    """`status/<branch>.lease/<identity>.json`: what one reconciler replica sees of the Lease
+    (followers write nothing else), so `-o wait`, the page and `pushgate status` can say who
+    leads instead of waiting silently."""
+
+    identity: str
+    holder: str
+    leading: bool
+    time: float
+
+
 class Verdict(TypedDict):
     """`verdicts/<commit>.json`: what the gate accepted, written before the ref moves."""
 
@@ -103,6 +114,43 @@ def status_path(data_dir: str, branch: str) -> str:
 
 def run_dir(data_dir: str) -> str:
     return os.path.join(data_dir, RUN_DIR)
+
+
+def lease_dir(data_dir: str, branch: str) -> str:
+    return status_path(data_dir, branch)[: -len(".json")] + ".lease"
+
+
+def write_lease_view(data_dir: str, branch: str, view: LeaseView) -> None:
+    name = quote(view["identity"], safe="") or "unknown"
+    write_json(os.path.join(lease_dir(data_dir, branch), name + ".json"), view)
+
+
+def read_lease_views(data_dir: str, branch: str, max_age: float = 60.0) -> list[LeaseView]:
+    """The replicas' views seen within `max_age` seconds, newest first."""
+    out: list[LeaseView] = []
+    try:
+        names = os.listdir(lease_dir(data_dir, branch))
+    except FileNotFoundError:
+        return []
+    for name in names:
+        doc = read_json(os.path.join(lease_dir(data_dir, branch), name))
+        if isinstance(doc, dict) and time.time() - float(doc.get("time", 0)) <= max_age:
+            out.append(doc)  # type: ignore[arg-type]
+    return sorted(out, key=lambda v: -v["time"])
+
+
+def leader_summary(data_dir: str, branch: str) -> str:
+    """One line on who leads `branch`'s reconcile, from the replicas' views; "" when unknown or
+    when a replica here leads (nothing to explain)."""
+    views = read_lease_views(data_dir, branch)
+    if not views or any(v["leading"] for v in views):
+        return ""
+    holder = next((v["holder"] for v in views if v["holder"]), "")
+    here = ", ".join(sorted({v["identity"] for v in views}))
+    if holder:
+        return (f"no reconciler here leads {branch}: the Lease is held by {holder} (here: {here}); "
+                f"the commit is applied by the leader, or here once the Lease is taken over")
+    return f"no reconciler leads {branch} yet (here: {here}): waiting for the Lease"
 
 
 def wake_path(data_dir: str) -> str:

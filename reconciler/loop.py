@@ -69,6 +69,8 @@ class Reconciler:
         self.lease = lease  # duration, renew deadline, retry period (seconds)
         self.elector: LeaderElector | None = None
         self._leading = not leader_elect
+        self._lease_view: tuple[str, bool] | None = None
+        self._lease_written = 0.0
         self._resync = True  # at start-up: apply the head again and start watching
         self._progress_saved = 0.0
         self.watches: drift.Watches | None = None
@@ -182,6 +184,7 @@ class Reconciler:
             while self.elector.holder == "" and time.monotonic() < deadline:
                 time.sleep(0.05)
         leading = self.elector.is_leader()
+        self._report_lease(leading)
         if leading and not self._leading:
             log.warning("leading as %s", self.elector.identity)
             self.doc = status.load(self.data_dir, self.branch)  # the last leader's truth
@@ -201,6 +204,21 @@ class Reconciler:
                 self.watches = None
         self._leading = leading
         return leading
+
+    def _report_lease(self, leading: bool) -> None:
+        """This replica's view of the Lease, for `-o wait`, the page and `pushgate status`:
+        written on change and every few seconds (a follower writes nothing else)."""
+        assert self.elector is not None
+        view = (self.elector.holder, leading)
+        if view == self._lease_view and time.monotonic() - self._lease_written < 5.0:
+            return
+        self._lease_view, self._lease_written = view, time.monotonic()
+        try:
+            datadir.write_lease_view(self.data_dir, self.branch, {
+                "identity": self.elector.identity, "holder": self.elector.holder,
+                "leading": leading, "time": time.time()})
+        except OSError:
+            log.warning("cannot record the Lease view", exc_info=True)
 
     def _guard(self) -> None:
         if self.leader_elect and (self.elector is None or not self.elector.is_leader()):

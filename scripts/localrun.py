@@ -16,7 +16,7 @@ import tempfile
 import threading
 from pathlib import Path
 
-from tests.bed import procs
+from tests.bed import procs, tools
 from tests.bed.controlplane import ControlPlane
 from tests.bed.kubelet import FakeKubelet
 
@@ -35,14 +35,17 @@ Try it (in another terminal):
   git clone {url} demo && cd demo
   mkdir -p apps && cat > apps/web.yaml <<'YAML'
 {deployment}YAML
-  git add -A && git commit -m "web" && git push -o wait origin main    # applied
-  kubectl --kubeconfig {kubeconfig} get deploy -n demo
+  git add -A && git commit -m "web" && git push -o wait origin HEAD:main    # applied
+  {kubectl} --kubeconfig {kubeconfig} get deploy -n demo
 
   sed -i 's/nginx:1.27.3/nginx:latest/' apps/web.yaml
-  git commit -am "latest" && git push origin main                        # refused, with the report
+  git commit -am "latest" && git push origin HEAD:main                        # refused, with the report
 
-  git reset -q --hard origin/main && git revert --no-edit HEAD && git push -o wait origin main
-  kubectl --kubeconfig {kubeconfig} get deploy -n demo                   # rolled back (gone)
+  git reset -q --hard origin/main && git revert --no-edit HEAD && git push -o wait origin HEAD:main
+  {kubectl} --kubeconfig {kubeconfig} get deploy -n demo                   # rolled back (gone)
+
+(HEAD:main works whatever your git names the branch of an empty clone; kubectl is the pinned
+one, of the API server's own version.)
 
   curl -s -u admin:{token} http://127.0.0.1:{port}/api/v1/status
 
@@ -110,7 +113,8 @@ def main() -> int:
                          60, "pushgate", on_timeout=server.tail)
         url = f"http://admin:{token}@127.0.0.1:{port}/cluster.git"
         print(WALKTHROUGH.format(url=url, kubeconfig=cp.kubeconfig, data=work / "data", token=token,
-                                 port=port, deployment=DEPLOYMENT), flush=True)
+                                 port=port, deployment=DEPLOYMENT, kubectl=tools.path("kubectl")),
+              flush=True)
         while not stop.is_set():
             if not server.alive():
                 print(f"pushgate exited; log:\n{server.tail()}", file=sys.stderr)

@@ -30,7 +30,7 @@ ROOT = Path(__file__).resolve().parents[2]
 DEPLOY = ROOT / "deploy"
 TARGETS = {"base": DEPLOY, "opa": DEPLOY / "overlays" / "opa",
            "cluster-admin": DEPLOY / "overlays" / "cluster-admin"}
-KUBECTL = "/usr/bin/kubectl"
+KUBECTL = tools.path("kubectl")  # pinned: the API server's own version, never the host's
 SA_DIR = "/var/run/secrets/kubernetes.io/serviceaccount"
 RBAC_KINDS = {"Namespace", "ServiceAccount", "ClusterRole", "ClusterRoleBinding", "Role", "RoleBinding"}
 

@@ -12,7 +12,7 @@ from pathlib import Path
 
 import pytest
 
-from tests.bed import procs
+from tests.bed import procs, tools
 from tests.bed.gitcli import Git
 
 pytestmark = [pytest.mark.cluster, pytest.mark.slow]
@@ -20,7 +20,7 @@ ROOT = Path(__file__).resolve().parents[2]
 
 
 def _kubectl(kubeconfig: str, *args: str) -> subprocess.CompletedProcess[str]:
-    return subprocess.run(["kubectl", f"--kubeconfig={kubeconfig}", *args], capture_output=True,
+    return subprocess.run([tools.path("kubectl"), f"--kubeconfig={kubeconfig}", *args], capture_output=True,
                           text=True, check=False, timeout=30)
 
 
@@ -65,11 +65,15 @@ def test_make_run_walkthrough(git: Git, tmp_path: Path) -> None:
         running = _descendants(run.pid)
         assert len(running) >= 5  # make, run.sh/python, etcd, apiserver, kcm, pushgate ...
 
+        # A clean git configuration (no init.defaultBranch): the empty clone's branch is git's
+        # default (master on git 2.39); the walkthrough's HEAD:main works whatever it is.
+        (git.home / ".gitconfig").write_text("")
         demo = tmp_path / "demo"
         git.run("clone", "-q", url, str(demo))
         git.write(demo, {"apps/web.yaml": deployment})
         git.commit_all(demo, "web")
-        res = git.run("push", "-o", "wait=120", "origin", "main", cwd=demo, timeout=180)
+        assert "HEAD:main" in text
+        res = git.run("push", "-o", "wait=120", "origin", "HEAD:main", cwd=demo, timeout=180)
         assert "deploy Ready" in res.stderr, res.stderr
         got = _kubectl(kubeconfig, "get", "deploy", "web", "-n", "demo", "-o",
                        "jsonpath={.status.readyReplicas}")
@@ -77,12 +81,12 @@ def test_make_run_walkthrough(git: Git, tmp_path: Path) -> None:
 
         (demo / "apps" / "web.yaml").write_text(deployment.replace("nginx:1.27.3", "nginx:latest"))
         git.commit_all(demo, "latest")
-        res = git.run("push", "origin", "main", cwd=demo, check=False)
+        res = git.run("push", "origin", "HEAD:main", cwd=demo, check=False)
         assert res.returncode != 0 and "[pushgate.k8s.images/deny]" in res.stderr
 
         git.run("reset", "-q", "--hard", "origin/main", cwd=demo)
         git.run("revert", "--no-edit", "HEAD", cwd=demo)
-        res = git.run("push", "-o", "wait=120", "origin", "main", cwd=demo, timeout=180)
+        res = git.run("push", "-o", "wait=120", "origin", "HEAD:main", cwd=demo, timeout=180)
         assert "deploy Ready" in res.stderr, res.stderr
         gone = _kubectl(kubeconfig, "get", "deploy", "web", "-n", "demo")
         assert gone.returncode != 0 and "NotFound" in gone.stderr
