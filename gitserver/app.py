@@ -55,7 +55,8 @@ class RefGateAdapter:
     def check(self, store: Any, update: RefUpdate, pusher: Pusher, changed: Sequence[str],
               deadline: float) -> GateResult:
         push = {"pusher": pusher.name, "role": pusher.role, "ref": update.ref.decode(),
-                "changed_paths": list(changed)}
+                "changed_paths": list(changed), "groups": list(pusher.groups),
+                "scopes": [s.to_json() for s in pusher.scopes] or None}
         try:
             build, found = self.gate.check(GitTree(store, update.new), push, deadline)
         except gatemod.GateTimeout as e:
@@ -95,7 +96,7 @@ class _Context:
 class _Backend(Backend):
     def __init__(self, app: PushgateApp, user: auth.User) -> None:
         self.app = app
-        self.context = _Context(app, Pusher(user.name, user.role))
+        self.context = _Context(app, Pusher(user.name, user.role, user.groups, user.scopes))
 
     def open_repository(self, path: str | bytes) -> Any:
         if isinstance(path, bytes):  # dulwich passes bytes for service requests, str for refs

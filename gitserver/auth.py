@@ -3,9 +3,13 @@
 Called by `app` (the WSGI chain: auth -> git smart HTTP -> Flask) and by `pushgate user add`.
 Tokens are 32 random bytes, so a single SHA-256 is enough to store them (no dictionary to
 attack, unlike passwords); they are compared in constant time. Failed logins are rate-limited
-per client address. The users file is JSON, mode 0600:
+per client address. The users file is JSON, mode 0600; `groups` and `scopes` are optional
+(see `scopes`: what a user may push, by path, ref, namespace and cluster-scoped kind):
 
-    {"users": [{"name": "alice", "role": "write", "token_sha256": "<hex>"}]}
+    {"users": [{"name": "alice", "role": "write", "token_sha256": "<hex>",
+                "groups": ["team-a"], "scopes": [{"paths": ["apps/alice/*"]}]}],
+     "groups": {"team-a": {"scopes": [{"paths": ["apps/team-a/*"], "namespaces": ["team-a"],
+                                       "refs": ["refs/heads/main"], "clusterKinds": []}]}}}
 """
 
 from __future__ import annotations
@@ -25,6 +29,7 @@ from collections.abc import Callable, Iterable
 from dataclasses import dataclass
 from typing import Any
 
+from gitserver import scopes as scopemod
 from gitserver.errors import ConfigError
 
 ROLES = ("read", "write", "admin")
@@ -37,6 +42,8 @@ class User:
     name: str
     role: str
     token_sha256: str
+    groups: tuple[str, ...] = ()
+    scopes: tuple[scopemod.Scope, ...] = ()  # own and groups'; () = the role says everything
 
     def can(self, role: str) -> bool:
         return ROLES.index(self.role) >= ROLES.index(role)
@@ -46,8 +53,7 @@ def _digest(token: str) -> str:
     return hashlib.sha256(token.encode("utf-8", "surrogateescape")).hexdigest()
 
 
-def load_users(path: str) -> dict[str, User]:
-    """The users file, or ConfigError naming the file and what is wrong with it."""
+def _read(path: str) -> dict[str, Any]:
     try:
         with open(path, encoding="utf-8") as f:
             doc = json.load(f)
@@ -56,11 +62,33 @@ def load_users(path: str) -> dict[str, User]:
                           f"'pushgate user add --users {path} NAME --role admin')") from None
     except (OSError, ValueError) as e:
         raise ConfigError(f"users file {path} is not readable JSON: {e}") from e
-    users: dict[str, User] = {}
-    items = doc.get("users") if isinstance(doc, dict) else None
-    if not isinstance(items, list):
+    if not isinstance(doc, dict) or not isinstance(doc.get("users"), list):
         raise ConfigError(f'users file {path} must hold {{"users": [...]}}')
-    for i, u in enumerate(items):
+    return doc
+
+
+def _scope_list(value: Any, where: str) -> tuple[scopemod.Scope, ...]:
+    if value is None:
+        return ()
+    if not isinstance(value, list):
+        raise ValueError(f"{where}: expected a list of scopes")
+    return tuple(scopemod.parse(v, f"{where}[{i}]") for i, v in enumerate(value))
+
+
+def load_users(path: str) -> dict[str, User]:
+    """The users file, or ConfigError naming the file and what is wrong with it."""
+    doc = _read(path)
+    users: dict[str, User] = {}
+    group_docs = doc.get("groups") or {}
+    if not isinstance(group_docs, dict):
+        raise ConfigError(f"users file {path}: groups must be an object of name -> {{scopes}}")
+    try:
+        group_scopes = {str(g): _scope_list((v or {}).get("scopes") if isinstance(v, dict) else v,
+                                            f"groups.{g}.scopes")
+                        for g, v in group_docs.items()}
+    except ValueError as e:
+        raise ConfigError(f"users file {path}: {e}") from e
+    for i, u in enumerate(doc["users"]):
         if not isinstance(u, dict):
             raise ConfigError(f"users file {path}: entry {i} is not an object")
         name, role, digest = u.get("name"), u.get("role"), u.get("token_sha256")
@@ -71,7 +99,18 @@ def load_users(path: str) -> dict[str, User]:
                               f"expected one of {', '.join(ROLES)}")
         if not isinstance(digest, str) or not re.fullmatch(r"[0-9a-f]{64}", digest):
             raise ConfigError(f"users file {path}: user {name} has no valid token_sha256")
-        users[name] = User(name, role, digest)
+        groups = u.get("groups") or []
+        if not isinstance(groups, list) or not all(isinstance(g, str) for g in groups):
+            raise ConfigError(f"users file {path}: user {name}: groups must be a list of names")
+        missing = [g for g in groups if g not in group_scopes]
+        if missing:
+            raise ConfigError(f"users file {path}: user {name} is in unknown group {missing[0]!r}")
+        try:
+            own = _scope_list(u.get("scopes"), f"user {name}: scopes")
+        except ValueError as e:
+            raise ConfigError(f"users file {path}: {e}") from e
+        users[name] = User(name, role, digest, tuple(groups),
+                           scopemod.resolve(own, groups, group_scopes))
     return users
 
 
@@ -81,11 +120,16 @@ def add_user(path: str, name: str, role: str) -> str:
         raise ConfigError(f"invalid user name {name!r}: letters, digits and ._@- only")
     if role not in ROLES:
         raise ConfigError(f"invalid role {role!r}: expected one of {', '.join(ROLES)}")
-    users = load_users(path) if os.path.exists(path) else {}
+    doc: dict[str, Any] = {"users": []}
+    if os.path.exists(path):
+        load_users(path)  # refuse to rewrite a file that does not load
+        doc = _read(path)
     token = "pg_" + secrets.token_urlsafe(32)
-    users[name] = User(name, role, _digest(token))
-    doc = {"users": [{"name": u.name, "role": u.role, "token_sha256": u.token_sha256}
-                     for u in sorted(users.values(), key=lambda u: u.name)]}
+    # Everything else in the file (groups, scopes, other users' fields) is kept as it is.
+    entries = [u for u in doc["users"] if not (isinstance(u, dict) and u.get("name") == name)]
+    old = next((u for u in doc["users"] if isinstance(u, dict) and u.get("name") == name), {})
+    entries.append({**old, "name": name, "role": role, "token_sha256": _digest(token)})
+    doc["users"] = sorted(entries, key=lambda u: str(u.get("name")))
     directory = os.path.dirname(os.path.abspath(path))
     os.makedirs(directory, exist_ok=True)
     fd, tmp = tempfile.mkstemp(dir=directory, prefix=".users-")

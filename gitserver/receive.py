@@ -36,7 +36,7 @@ from dulwich.protocol import (
 from dulwich.refs import check_ref_format
 from dulwich.server import ReceivePackHandler
 
-from gitserver import history, live, quarantine, repos
+from gitserver import history, live, quarantine, repos, scopes
 from gitserver.repos import ZERO, RefUpdate
 from pushgate import datadir, faults, observe
 from pushgate.core import manifests
@@ -54,6 +54,8 @@ MAX_PUSH_OPTIONS = 32
 class Pusher:
     name: str
     role: str
+    groups: tuple[str, ...] = ()
+    scopes: tuple[scopes.Scope, ...] = ()  # () = the role says everything
 
 
 class Refusal(enum.Enum):
@@ -72,6 +74,7 @@ class Refusal(enum.Enum):
     LIVE = "live"  # the live cluster refuses objects (server-side dry-run)
     LIVE_UNAVAILABLE = "live-unavailable"  # the live check could not run (required mode)
     PRUNE_GUARD = "prune-guard"  # prunes that need `-o allow-prune` from a role that may prune
+    SCOPE = "scope"  # a ref, path or object outside the pusher's scopes
     DRY_RUN = "dry-run"  # `-o dry-run`: checked, nothing stored
 
 
@@ -309,6 +312,9 @@ class GatedReceivePackHandler(ReceivePackHandler):
             return refuse_all(first, "pushgate: push refused (atomic): another ref was refused",
                               {ref: why for ref, (_code, why) in checked.items()})
 
+        outside = self._check_scopes(q, updates, {})
+        if outside:
+            return refuse_all(Refusal.SCOPE, f"pushgate: outside your scopes: {outside[0]}")
         refused = self._run_gate(q, updates, outcome)
         if refused is not None:
             return refuse_all(*refused)
@@ -372,6 +378,23 @@ class GatedReceivePackHandler(ReceivePackHandler):
                                                       f"branch {_short(u.ref)} is not allowed")
         return problems
 
+    def _check_scopes(self, q: quarantine.Quarantine, updates: Sequence[RefUpdate],
+                      built: dict[bytes, Sequence[manifests.Manifest]]) -> list[str]:
+        """What of this push lies outside the pusher's scopes: refs and changed paths, and (given
+        `built`, per ref) the objects built from changed files. Reported as it is found."""
+        pusher = self.context.pusher
+        if not pusher.scopes:
+            return []
+        found: list[str] = []
+        for u in updates:
+            changed = [] if u.is_delete else history.changed_paths(q.store, u.old, u.new)
+            objects = [scopes.Object(m.path, m.ref, m.namespace, m.kind, m.api_version.rpartition("/")[0])
+                       for m in built.get(u.ref, ())]
+            found.extend(scopes.problems(pusher.scopes, u.ref.decode(errors="replace"), changed, objects))
+        for line in found:
+            self._say(f"pushgate: {line}")
+        return found
+
     def _run_gate(self, q: quarantine.Quarantine, updates: Sequence[RefUpdate],
                   outcome: PushOutcome) -> tuple[Refusal, str] | None:
         """None when every gated ref passes; else why the push is refused."""
@@ -419,6 +442,10 @@ class GatedReceivePackHandler(ReceivePackHandler):
         if errors:
             outcome.verdicts.clear()
             return Refusal.GATE, f"pushgate: {errors} problem{'s' if errors != 1 else ''} found, see above"
+        outside = self._check_scopes(q, [u for u, _ in results], {u.ref: r.manifests for u, r in results})
+        if outside:
+            outcome.verdicts.clear()
+            return Refusal.SCOPE, f"pushgate: outside your scopes: {outside[0]}"
         refused = self._run_live(results, outcome, deadline)
         if refused is not None:
             outcome.verdicts.clear()
