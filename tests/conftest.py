@@ -128,6 +128,31 @@ def unchecked_server(server_factory: Callable[..., Server], control_plane: Contr
     yield from _attached(server_factory, control_plane, dynamic, "--live-check=off")
 
 
+@pytest.fixture
+def attach(server_factory: Callable[..., Server], control_plane: ControlPlane,
+           dynamic: Any) -> Iterator[Callable[..., Server]]:
+    """A factory of attached servers (extra `serve` flags as arguments; `cp=` for another control
+    plane), each with an inventory namespace of its own, deleted after the test. It returns once
+    the reconciler serves live checks (unless started with --live-check=off)."""
+    made: list[str] = []
+
+    def make(*args: str, cp: ControlPlane | None = None) -> Server:
+        inv = f"pg-inv-{secrets.token_hex(3)}"
+        made.append(inv)
+        s = server_factory(f"--kubeconfig={(cp or control_plane).kubeconfig}", *args,
+                           env={"PUSHGATE_INVENTORY_NAMESPACE": inv})
+        if "--live-check=off" not in args:
+            procs.wait_until(lambda: (s.data_dir / "run" / "live.token").exists(), 30,
+                             "the reconciler's live socket", on_timeout=s.log)
+        return s
+
+    yield make
+    ns_api = dynamic.resources.get(api_version="v1", kind="Namespace")
+    for inv in made:
+        with contextlib.suppress(Exception):  # best-effort: the test may have deleted it
+            ns_api.delete(name=inv)
+
+
 def _attached(server_factory: Callable[..., Server], control_plane: ControlPlane, dynamic: Any,
               *args: str) -> Iterator[Server]:
     inv_ns = f"pg-inv-{secrets.token_hex(3)}"

@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+from pathlib import Path
+
 
 def deployment(name: str = "web", namespace: str = "shop", image: str = "nginx:1.27.3",
                replicas: int = 2) -> str:
@@ -63,3 +65,10 @@ spec:
     - port: 80
       targetPort: 8080
 """
+
+
+def policy_dir(directory: Path, rego: str) -> Path:
+    """A policy directory holding one module, `main.rego`."""
+    directory.mkdir(parents=True, exist_ok=True)
+    (directory / "main.rego").write_text(rego)
+    return directory

@@ -7,10 +7,9 @@ No object is ever written by the live check (resourceVersions, the audit log).""
 
 from __future__ import annotations
 
-import contextlib
 import secrets
 import time
-from collections.abc import Callable, Iterator
+from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
@@ -27,33 +26,9 @@ ALLOW_ALL = 'package main\n\nimport rego.v1\n\ndeny contains "never" if { input.
 
 
 @pytest.fixture
-def policies(tmp_path: Path) -> Path:
-    d = tmp_path / "policies"
-    d.mkdir()
-    (d / "main.rego").write_text(ALLOW_ALL)
-    return d
-
-
-@pytest.fixture
-def live_server(server_factory: Callable[..., Server], control_plane: ControlPlane, dynamic: Any,
-                policies: Path) -> Iterator[Callable[..., Server]]:
-    made: list[str] = []
-
-    def make(*args: str, cp: ControlPlane | None = None) -> Server:
-        inv = f"pg-inv-{secrets.token_hex(3)}"
-        made.append(inv)
-        s = server_factory(f"--kubeconfig={(cp or control_plane).kubeconfig}", f"--policies={policies}",
-                           *args, env={"PUSHGATE_INVENTORY_NAMESPACE": inv})
-        if "--live-check=off" not in args:
-            procs.wait_until(lambda: (s.data_dir / "run" / "live.token").exists(), 30,
-                             "the reconciler's live socket", on_timeout=s.log)
-        return s
-
-    yield make
-    ns_api = dynamic.resources.get(api_version="v1", kind="Namespace")
-    for inv in made:
-        with contextlib.suppress(Exception):
-            ns_api.delete(name=inv)
+def live_server(attach: Callable[..., Server], tmp_path: Path) -> Callable[..., Server]:
+    policies = samples.policy_dir(tmp_path / "policies", ALLOW_ALL)
+    return lambda *args, cp=None: attach(f"--policies={policies}", *args, cp=cp)
 
 
 def _ns(dynamic: Any, prefix: str) -> str:

@@ -59,28 +59,12 @@ subjects: [{{kind: User, name: mallory, apiGroup: rbac.authorization.k8s.io}}]
 
 @pytest.fixture
 def policies(tmp_path: Path) -> Path:
-    d = tmp_path / "policies"
-    d.mkdir()
-    (d / "main.rego").write_text(POLICY)
-    return d
+    return samples.policy_dir(tmp_path / "policies", POLICY)
 
 
 @pytest.fixture
-def attach(server_factory: Callable[..., Server], control_plane: ControlPlane, dynamic: Any,
-           policies: Path) -> Callable[..., Server]:
-    made: list[str] = []
-
-    def make(*args: str) -> Server:
-        inv = f"pg-inv-{secrets.token_hex(3)}"
-        made.append(inv)
-        return server_factory(f"--kubeconfig={control_plane.kubeconfig}", f"--policies={policies}",
-                              *args, env={"PUSHGATE_INVENTORY_NAMESPACE": inv})
-
-    yield make  # type: ignore[misc]
-    ns_api = dynamic.resources.get(api_version="v1", kind="Namespace")
-    for inv in made:
-        with contextlib.suppress(Exception):  # best-effort cleanup of a test namespace
-            ns_api.delete(name=inv)
+def attach_with_policies(attach: Callable[..., Server], policies: Path) -> Callable[..., Server]:
+    return lambda *args: attach(f"--policies={policies}", *args)
 
 
 def _live(dynamic: Any, api_version: str, kind: str, name: str, namespace: str | None = None) -> Any:
@@ -111,7 +95,8 @@ def _render(server: Server, tree: Path) -> set[str]:
 
 
 @pytest.mark.parametrize("config", ["exclude", "include", "kustomize"])
-def test_gate_and_reconciler_see_the_same_objects(config: str, git: Git, attach: Callable[..., Server],
+def test_gate_and_reconciler_see_the_same_objects(config: str, git: Git,
+                                                  attach_with_policies: Callable[..., Server],
                                                   dynamic: Any, tmp_path: Path) -> None:
     ns = f"truth-{secrets.token_hex(3)}"
     evil = f"evil-{secrets.token_hex(3)}"
@@ -131,7 +116,7 @@ def test_gate_and_reconciler_see_the_same_objects(config: str, git: Git, attach:
                                                f"labels: [{{pairs: {{tier: web}}}}]\n")
         files["overlay/svc.yaml"] = samples.service(namespace="elsewhere")
         expected.add(f"Service/{ns}/web")
-    server = attach(*args)
+    server = attach_with_policies(*args)
     work = git.init(tmp_path / "w")
     git.write(work, files)
     head = git.commit_all(work, "app and a hidden binding")
@@ -204,10 +189,10 @@ def _get(server: Server, path: str) -> str:
 
 
 def test_serve_hands_every_reconciler_setting_to_its_reconciler(
-        git: Git, attach: Callable[..., Server], dynamic: Any, tmp_path: Path) -> None:
+        git: Git, attach_with_policies: Callable[..., Server], dynamic: Any, tmp_path: Path) -> None:
     ns = f"rel-{secrets.token_hex(3)}"
     branch = "release/v1"
-    server = attach(f"--branch={branch}", f"--gated-ref=refs/heads/{branch}",
+    server = attach_with_policies(f"--branch={branch}", f"--gated-ref=refs/heads/{branch}",
                     f"--protected-ref=refs/heads/{branch}", "--drift=detect", "--prune-protected")
     persisted = json.loads((server.data_dir / "config.json").read_text())
     assert persisted["reconcile"]["branch"] == branch and persisted["reconcile"]["drift"] == "detect"
@@ -296,10 +281,11 @@ spec:
 """
 
 
-def test_objects_without_a_namespace_land_in_the_default_one(git: Git, attach: Callable[..., Server],
+def test_objects_without_a_namespace_land_in_the_default_one(git: Git,
+                                                             attach_with_policies: Callable[..., Server],
                                                              dynamic: Any, tmp_path: Path) -> None:
     ns = f"guestbook-{secrets.token_hex(3)}"
-    server = attach(f"--default-namespace={ns}")
+    server = attach_with_policies(f"--default-namespace={ns}")
     work = git.init(tmp_path / "w")
     # Argo CD's guestbook example, as written upstream: no namespace anywhere.
     git.write(work, {"ns.yaml": samples.namespace(ns),
