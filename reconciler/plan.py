@@ -215,14 +215,8 @@ def _walk(new: Any, old: Any, path: str, out: list[str], is_secret: bool,
                 out.append(f"{_join(path, key)}: {verb}")
         return
     if isinstance(new, dict) and isinstance(old, dict):
-        for key in sorted(set(new) | set(old), key=str):
-            sub = _join(path, str(key))
-            if key not in old:
-                out.append(f"{sub}: added")
-            elif key not in new:
-                out.append(f"{sub}: removed")
-            else:
-                _walk(new[key], old[key], sub, out, is_secret, secrets)
+        keys = sorted(set(new) | set(old), key=str)
+        _walk_keys(new, old, [(k, _join(path, str(k))) for k in keys], out, is_secret, secrets)
         return
     if isinstance(new, list) and isinstance(old, list):
         _walk_list(new, old, path, out, is_secret, secrets)
@@ -234,18 +228,25 @@ def _walk(new: Any, old: Any, path: str, out: list[str], is_secret: bool,
         out.append(f"{where}: changed")
 
 
+def _walk_keys(new: dict[Any, Any], old: dict[Any, Any], keys: list[tuple[Any, str]], out: list[str],
+               is_secret: bool, secrets: frozenset[str]) -> None:
+    """Each key's field (at its dotted path): added, removed, or compared further."""
+    for key, sub in keys:
+        if key not in old:
+            out.append(f"{sub}: added")
+        elif key not in new:
+            out.append(f"{sub}: removed")
+        else:
+            _walk(new[key], old[key], sub, out, is_secret, secrets)
+
+
 def _walk_list(new: list[Any], old: list[Any], path: str, out: list[str], is_secret: bool,
                secrets: frozenset[str]) -> None:
     named_new, named_old = _by_name(new), _by_name(old)
     if named_new is not None and named_old is not None:
-        for name in [*named_old, *(n for n in named_new if n not in named_old)]:
-            sub = f"{path}[name={name}]"
-            if name not in named_old:
-                out.append(f"{sub}: added")
-            elif name not in named_new:
-                out.append(f"{sub}: removed")
-            else:
-                _walk(named_new[name], named_old[name], sub, out, is_secret, secrets)
+        names = [*named_old, *(n for n in named_new if n not in named_old)]
+        _walk_keys(named_new, named_old, [(n, f"{path}[name={n}]") for n in names], out, is_secret,
+                   secrets)
         return
     for i in range(max(len(new), len(old))):
         sub = f"{path}[{i}]"

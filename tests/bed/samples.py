@@ -72,3 +72,12 @@ def policy_dir(directory: Path, rego: str) -> Path:
     directory.mkdir(parents=True, exist_ok=True)
     (directory / "main.rego").write_text(rego)
     return directory
+
+
+def write_tree(directory: Path, files: dict[str, str]) -> Path:
+    """`files` (relative path -> text) under `directory`, parents made as needed."""
+    for rel, text in files.items():
+        p = directory / rel
+        p.parent.mkdir(parents=True, exist_ok=True)
+        p.write_text(text)
+    return directory

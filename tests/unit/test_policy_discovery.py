@@ -12,6 +12,7 @@ from pathlib import Path
 import pytest
 
 from pushgate.gate import policies, regoplan
+from tests.bed import samples
 
 SUFFIXED = """\
 package main
@@ -39,11 +40,7 @@ deny_fn(x) := x
 
 
 def write(directory: Path, files: dict[str, str]) -> Path:
-    for rel, text in files.items():
-        p = directory / rel
-        p.parent.mkdir(parents=True, exist_ok=True)
-        p.write_text(text)
-    return directory
+    return samples.write_tree(directory, files)
 
 
 def load(directory: Path, namespaces: tuple[str, ...] | None = None) -> policies.PolicySet:

@@ -13,17 +13,14 @@ import pytest
 
 from pushgate.core import violations as pv
 from pushgate.gate import policies
+from tests.bed import samples
 
 ROOT = Path(__file__).resolve().parents[2]
 CLEAN = 'package team.checks\n\ndeny contains msg if {\n\tinput.kind == "Pod"\n\tmsg := "no pods"\n}\n'
 
 
 def write(directory: Path, files: dict[str, str]) -> Path:
-    for rel, text in files.items():
-        p = directory / rel
-        p.parent.mkdir(parents=True, exist_ok=True)
-        p.write_text(text)
-    return directory
+    return samples.write_tree(directory, files)
 
 
 def refusal(directory: Path) -> str:
