@@ -432,13 +432,11 @@ class GatedReceivePackHandler(ReceivePackHandler):
         outcome.violations = found
         if not checked:
             return None
-        lines = pv.report(found)
+        lines = pv.report(found, files=files, objects=objects, exceptions=len(exceptions))
         for line in lines[:-1] + exceptions:
             self._say(line)
-        n = len(exceptions)
-        granted = f", {n} exception{'s' if n != 1 else ''}" if n else ""
         errors = sum(1 for v in found if v.is_error)
-        self._say(f"pushgate: {lines[-1]}{granted}; checked {files} files, {objects} objects")
+        self._say(f"pushgate: {lines[-1]}")
         if errors:
             outcome.verdicts.clear()
             return Refusal.GATE, f"pushgate: {errors} problem{'s' if errors != 1 else ''} found, see above"

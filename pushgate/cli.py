@@ -478,10 +478,10 @@ def _validate(args: argparse.Namespace) -> int:
         return 1
     finally:
         g.close()
-    lines = pv.report(found)
+    lines = pv.report(found, files=_b.files, objects=len(_b.manifests), exceptions=len(found.exceptions))
     for line in lines[:-1] + [str(e) for e in found.exceptions]:
         print(line)
-    print(found.summary() if found.exceptions else lines[-1])
+    print(lines[-1])
     return 1 if any(v.is_error for v in found) else 0
 
 
@@ -504,7 +504,7 @@ def _render(args: argparse.Namespace) -> int:
         return 1
     errors = [v for v in built.problems if v.is_error]
     if errors:
-        for line in pv.report(built.problems):
+        for line in pv.report(built.problems, files=built.files, objects=len(built.manifests)):
             print(line, file=sys.stderr)
         return 1
     sys.stdout.write(yaml.safe_dump_all(built.objects, sort_keys=False, explicit_start=True))

@@ -12,6 +12,13 @@ about what a tree's objects are. Shared layer: no gitserver or reconciler import
       kubernetesVersion: "1.37"
       defaultNamespace: default
       limits: {maxFileBytes: 4194304, maxDocuments: 1000, maxDepth: 64, maxAliasExpansions: 1000}
+      maxRenderedBytes: 33554432  # the most one render (helm, kustomize, Jsonnet) may print
+      jsonnet: true               # render *.jsonnet files (as Argo CD's directory source does)
+      charts:                     # optional, per chart directory (a directory with Chart.yaml)
+        - path: apps/web          # rendered with `helm template`; every chart is, listed or not
+          releaseName: web        # default: the directory's name
+          namespace: shop         # default: defaultNamespace
+          valuesFiles: [values-prod.yaml]  # relative to the chart, after its own values.yaml
     gate:
       gatedRefs: [refs/heads/main]
       protectedRefs: [refs/heads/main]
@@ -39,7 +46,7 @@ from dataclasses import dataclass, field
 from typing import Any
 
 from pushgate import datadir
-from pushgate.build.config import BuildConfig
+from pushgate.build.config import BuildConfig, HelmChart
 from pushgate.core import manifests, yamlsafe
 
 _MAX_CONFIG_BYTES = 256 * 1024
@@ -99,11 +106,14 @@ _SECTIONS: dict[str, type[Any]] = {"build": BuildConfig, "gate": GateSettings,
 
 
 def _camel(d: dict[str, Any]) -> dict[str, Any]:
-    out = {}
+    out: dict[str, Any] = {}
     for k, v in d.items():
         head, *rest = k.split("_")
         key = head + "".join(p.title() for p in rest)
-        out[key] = _camel(v) if isinstance(v, dict) else list(v) if isinstance(v, tuple) else v
+        if isinstance(v, (list, tuple)):
+            out[key] = [_camel(x) if isinstance(x, dict) else x for x in v]
+        else:
+            out[key] = _camel(v) if isinstance(v, dict) else v
     return out
 
 
@@ -153,6 +163,11 @@ def _value(f: dataclasses.Field[Any], value: Any, where: str) -> Any:
         if not isinstance(value, dict):
             raise ConfigError(f"{where}: expected a mapping")
         return _section(manifests.Limits, value, where)
+    if f.name == "charts":
+        if not isinstance(value, list) or not all(isinstance(x, dict) for x in value):
+            raise ConfigError(f"{where}: expected a list of mappings (path, releaseName, namespace, "
+                              f"valuesFiles)")
+        return tuple(_section(HelmChart, x, f"{where}[{i}]") for i, x in enumerate(value))
     if isinstance(default, tuple):
         if not isinstance(value, list) or not all(isinstance(x, str) and x for x in value):
             raise ConfigError(f"{where}: expected a list of non-empty strings")
@@ -191,6 +206,9 @@ def validate(c: Config, where: str = "configuration") -> None:
     for name, value in dataclasses.asdict(b.limits).items():
         if value < 1:
             raise ConfigError(f"{where}: build.limits.{name} must be at least 1")
+    if b.max_rendered_bytes < 1:
+        raise ConfigError(f"{where}: build.maxRenderedBytes must be at least 1")
+    _validate_charts(b.charts, where)
     if g.missing_schema not in ("error", "warning"):
         raise ConfigError(f"{where}: gate.missingSchema {g.missing_schema!r}: expected error or warning")
     if not g.timeout > 0:
@@ -216,6 +234,31 @@ def validate(c: Config, where: str = "configuration") -> None:
                           f"namespace name")
     if not r.branch or r.branch.startswith(("refs/", "/")) or ".." in r.branch:
         raise ConfigError(f"{where}: reconcile.branch {r.branch!r}: expected a branch name such as main")
+
+
+_RELEASE = re.compile(r"^[a-z0-9]([-a-z0-9]{0,51}[a-z0-9])?$")  # helm's release-name rule
+
+
+def _validate_charts(charts: tuple[HelmChart, ...], where: str) -> None:
+    seen: set[tuple[str, str]] = set()
+    for i, c in enumerate(charts):
+        at = f"{where}: build.charts[{i}]"
+        path = c.path.strip("/")
+        if not path or path.startswith("../") or path == ".." or c.path.startswith("/"):
+            raise ConfigError(f"{at}.path {c.path!r}: expected a chart directory inside the "
+                              f"repository (\".\" for the root)")
+        if c.release_name and not _RELEASE.match(c.release_name):
+            raise ConfigError(f"{at}.releaseName {c.release_name!r}: expected a DNS label of at "
+                              f"most 53 characters (helm's rule)")
+        if c.namespace and not _DNS_LABEL.match(c.namespace):
+            raise ConfigError(f"{at}.namespace {c.namespace!r} is not a namespace name")
+        for v in c.values_files:
+            if v.startswith("/"):
+                raise ConfigError(f"{at}.valuesFiles {v!r}: expected a path relative to the chart")
+        key = (path, c.release_name)
+        if key in seen:
+            raise ConfigError(f"{at}: chart {c.path!r} is listed twice with the same releaseName")
+        seen.add(key)
 
 
 def check_reconciled_branch_is_gated(c: Config) -> None:

@@ -1,21 +1,31 @@
-"""Tree -> objects: discovery, include/exclude, kustomize rendering, default namespace, digest.
+"""Tree -> objects: discovery, include/exclude, rendering (kustomize, Helm, Jsonnet), default
+namespace, digest.
 
 Called by the gate (`pushgate.gate.gate`) for every gated push, by the reconciler for the commit
 it applies, and by `pushgate validate` / `pushgate render` for a working tree: one code path and
 one `BuildConfig`, so the object set the gate checked is the object set that is applied. The
 digest of that set is what the gate records with its verdict and the reconciler compares.
+
+What a file is decides how it is read: under a kustomization it is read only through kustomize's
+output; in a chart (a directory with `Chart.yaml`) only through `helm template`; a `*.jsonnet`
+file is evaluated; any other file the include/exclude patterns select is a manifest. Rendered
+objects name the file they came from (the kustomize source, the chart template, the .jsonnet).
 """
 
 from __future__ import annotations
 
+import dataclasses
 import functools
 import hashlib
 import json
+import posixpath
+import re
 import time
 from collections.abc import Callable
 from dataclasses import dataclass, field
+from typing import cast
 
-from pushgate.build import kustomize
+from pushgate.build import apiversions, helm, jsonnet, kustomize, proc, tools
 from pushgate.build.config import BuildConfig
 from pushgate.build.sources import MODE_SUBMODULE, MODE_SYMLINK, Entry, SourceTree
 from pushgate.core import manifests, scopes
@@ -24,6 +34,9 @@ from pushgate.core import violations as pv
 
 class BuildTimeout(Exception):
     """The build did not finish before the caller's deadline."""
+
+
+_Canonical = dict[int, tuple[manifests.Manifest, bytes]]  # see Build.canonical
 
 
 @dataclass
@@ -35,33 +48,100 @@ class Build:
     # result caches are keyed by (with the path), so a push that changes 10 of 5,000 files
     # checks 10.
     keys: list[str] = field(default_factory=list)
+    # The Builder's canonical JSON per manifest read from a file, by the manifest itself (the
+    # Builder reuses them while their file is unchanged; one the build gave a default namespace
+    # is a new manifest): `digest()` then serialises only what changed. None: every object is.
+    canonical: _Canonical | None = field(default=None, repr=False, compare=False)
+    _memo: tuple[int, int, str] | None = field(default=None, init=False, repr=False, compare=False)
 
     @property
     def objects(self) -> list[dict[str, object]]:
         return [m.obj for m in self.manifests]
 
     def digest(self) -> str:
-        return digest(self.objects)
+        """`digest(self.objects)`; objects from files (not rendered) are serialised once, for as
+        long as the Builder keeps them. Remembered for this Build."""
+        seen = (id(self.manifests), len(self.manifests))
+        if self._memo is not None and self._memo[:2] == seen:
+            return self._memo[2]
+        cache = self.canonical
+        if cache is None or len(self.keys) != len(self.manifests):
+            value = digest(self.objects)
+            self._memo = (*seen, value)
+            return value
+        if len(cache) > _CANONICAL_MAX:
+            cache.clear()
+        docs = []
+        for m, key in zip(self.manifests, self.keys, strict=True):
+            hit = cache.get(id(m)) if key else None
+            if hit is not None and hit[0] is m:  # the entry holds `m`: its id is not reused
+                docs.append(hit[1])
+                continue
+            doc = _canonical(m.obj)
+            if key:
+                cache[id(m)] = (m, doc)
+            docs.append(doc)
+        value = _digest(docs)
+        self._memo = (*seen, value)
+        return value
 
 
 def digest(objects: list[dict[str, object]]) -> str:
     """sha256 of the object set, independent of file order and layout (canonical JSON, sorted)."""
-    docs = sorted(json.dumps(o, sort_keys=True, separators=(",", ":"), ensure_ascii=False)
-                  for o in objects)
+    return _digest([_canonical(o) for o in objects])
+
+
+def _canonical(obj: dict[str, object]) -> bytes:
+    return json.dumps(obj, sort_keys=True, separators=(",", ":"),
+                      ensure_ascii=False).encode("utf-8", "surrogatepass")
+
+
+def _digest(docs: list[bytes]) -> str:
+    # UTF-8 orders bytes as the code points they encode, so sorting the encoded documents
+    # sorts them as their text (what the digest has always been defined on).
+    docs.sort()
     h = hashlib.sha256()
     for d in docs:
-        h.update(d.encode("utf-8", "surrogatepass"))
+        h.update(d)
         h.update(b"\n")
     return h.hexdigest()
 
 
-class Builder:
-    """Builds trees with one configuration; caches parsed files by content across builds."""
+_CANONICAL_MAX = 200_000
 
-    def __init__(self, config: BuildConfig, *, kustomize_bin: str | None) -> None:
+
+class _Identity:
+    """A manifest as `manifests.find_duplicates` sees it, its properties computed once."""
+
+    __slots__ = ("key", "line", "name", "path", "ref")
+
+    def __init__(self, m: manifests.Manifest) -> None:
+        self.path, self.line, self.name, self.key, self.ref = m.path, m.line, m.name, m.key, m.ref
+
+
+_FIND = object()  # "locate the pinned helm" (see pushgate.build.tools)
+_RENDER_CACHE_MAX = 256
+
+
+class Builder:
+    """Builds trees with one configuration; caches parsed files and chart renders by content
+    across builds."""
+
+    def __init__(self, config: BuildConfig, *, kustomize_bin: str | None,
+                 helm_bin: str | object | None = _FIND) -> None:
         self.config = config
         self.kustomize_bin = kustomize_bin
+        self.helm_bin: str | None = (tools.default_helm(kustomize_bin) if helm_bin is _FIND
+                                     else helm_bin if isinstance(helm_bin, str) else None)
         self._parsed: dict[str, manifests.LoadResult] = {}
+        self._renders: dict[str, bytes] = {}  # helm output by the digest of everything it read
+        self._canonical: _Canonical = {}  # see Build.digest
+        self._idents: dict[int, tuple[manifests.Manifest, _Identity]] = {}  # see _identities
+        self._completed: dict[int, tuple[manifests.Manifest, str, tuple[tuple[tuple[str, str], bool], ...],
+                                         manifests.Manifest]] = {}  # see _complete
+        # is_manifest_path(path, include, exclude) and (path, ("*",), exclude) per path: fnmatch
+        # costs ~10 us a call, twice per file per build.
+        self._selected: dict[str, tuple[bool, bool]] = {}
 
     def build(self, tree: SourceTree, deadline: float | None = None) -> Build:
         deadline = deadline or time.monotonic() + 3600.0
@@ -79,51 +159,154 @@ class Builder:
                 files[e.path] = e
         readers: dict[str, Callable[[], bytes]] = {
             p: functools.partial(tree.read, e) for p, e in files.items()}
+        keys = {p: e.key for p, e in files.items()}
+        built = self._build(readers, keys, problems, deadline)
+        built.canonical = self._canonical
+        return built
+
+    def preload(self, entry: Entry, tree: SourceTree) -> list[manifests.Manifest]:
+        """The manifests of one file as a build of `tree` would read them (before any default
+        namespace), parsed now into the cache the next build reads (see Gate.prefetch)."""
+        if not self._paths(entry.path)[1]:
+            return []
+        return self._load(entry.key, entry.path, functools.partial(tree.read, entry)).manifests
+
+    def _identities(self, built: list[manifests.Manifest], keys: list[str]) -> list[_Identity]:
+        """What `manifests.find_duplicates` reads of each manifest, computed once per manifest
+        read from a file (the Builder reuses those while the file is unchanged)."""
+        cache = self._idents
+        if len(cache) > _CANONICAL_MAX:
+            cache.clear()
+        out = []
+        for m, key in zip(built, keys, strict=True):
+            hit = cache.get(id(m)) if key else None
+            if hit is not None and hit[0] is m:  # the entry holds `m`: its id is not reused
+                out.append(hit[1])
+                continue
+            ident = _Identity(m)
+            if key:
+                cache[id(m)] = (m, ident)
+            out.append(ident)
+        return out
+
+    def _paths(self, path: str) -> tuple[bool, bool]:
+        """(not excluded, a manifest path): the configuration's include/exclude for `path`."""
+        hit = self._selected.get(path)
+        if hit is None:
+            if len(self._selected) > 500_000:
+                self._selected.clear()
+            cfg = self.config
+            hit = self._selected[path] = (manifests.is_manifest_path(path, ("*",), cfg.exclude),
+                                          manifests.is_manifest_path(path, cfg.include, cfg.exclude))
+        return hit
+
+    def _build(self, readers: dict[str, Callable[[], bytes]], keys: dict[str, str],
+               problems: list[pv.Violation], deadline: float) -> Build:
+        cfg = self.config
+
+        def selected(path: str) -> bool:
+            return self._paths(path)[0]
+
         # Kustomizations in excluded paths are not rendered; rendering still sees every file.
-        kplan = kustomize.plan({p: r for p, r in readers.items()
-                                if manifests.is_manifest_path(p, ("*",), self.config.exclude)},
-                               self.config.limits)
+        kplan = kustomize.plan({p: r for p, r in readers.items() if selected(p)}, cfg.limits)
         for path, line, msg in kplan.problems:
             problems.append(pv.error(path, line, "", "kustomize", msg))
+        used_charts = {c for k in kplan.roots for c in k.charts} | {
+            c for k in _all(kplan) for c in k.charts}
+        hplan = helm.plan(readers, cfg.limits, configured=cfg.charts,
+                          default_namespace=cfg.default_namespace,
+                          renders=lambda d: (selected(posixpath.join(d, helm.CHART_FILE))
+                                             and not kplan.covers(posixpath.join(d, helm.CHART_FILE))
+                                             and d not in used_charts))
+        for path, line, msg in hplan.problems:
+            problems.append(pv.error(path, line, "", "helm", msg))
+        for path, line, msg in hplan.warnings:
+            problems.append(pv.warning(path or "build.charts", line, "", "helm", msg))
 
         built: list[manifests.Manifest] = []
-        keys: list[str] = []
+        out_keys: list[str] = []
         count = 0
-        for path, entry in sorted(files.items()):
-            if kplan.covers(path) or not manifests.is_manifest_path(
-                    path, self.config.include, self.config.exclude):
+        targets: list[str] = []
+        for path in sorted(readers):
+            if kplan.covers(path) or hplan.covers(path):
+                continue
+            if path.endswith(jsonnet.SUFFIX):
+                if cfg.jsonnet and selected(path):
+                    targets.append(path)
+                continue
+            if not self._paths(path)[1]:
                 continue
             _check_deadline(deadline)
             count += 1
-            result = self._load(entry, path, tree)
+            result = self._load(keys[path], path, readers[path])
             built.extend(result.manifests)
-            keys.extend(f"{entry.key}#{i}" if entry.key else "" for i in range(len(result.manifests)))
+            out_keys.extend(f"{keys[path]}#{i}" if keys[path] else "" for i in range(len(result.manifests)))
             problems.extend(result.problems)
+        api_versions = apiversions.for_render(cfg.kubernetes_version, (m.obj for m in built)) \
+            if hplan.releases or used_charts else []
+        rendered: list[manifests.Manifest] = []
+        # Where namespaced objects that name none go: a chart's release namespace (as `helm
+        # install` does), else the build's default one.
+        namespaces: dict[int, str] = {}
         for root in kplan.roots:
             _check_deadline(deadline)
             count += 1
-            ms, ps = self._render(root, readers, deadline)
-            built.extend(ms)
-            keys.extend("" for _ in ms)
+            ms, ps = self._render(root, readers, deadline, kplan, api_versions)
+            rendered.extend(ms)
             problems.extend(ps)
-        built = self._complete(built)
-        problems.extend(manifests.find_duplicates(built))
-        return Build(built, problems, count, keys)
+        for release in hplan.releases:
+            _check_deadline(deadline)
+            count += 1
+            ms, ps = self._helm(release, hplan, readers, keys, deadline, api_versions)
+            namespaces.update((len(built) + len(rendered) + i, release.namespace) for i in range(len(ms)))
+            rendered.extend(ms)
+            problems.extend(ps)
+        if targets:
+            _check_deadline(deadline)
+            count += len(targets)
+            ms, ps = self._jsonnet(targets, readers, deadline)
+            rendered.extend(ms)
+            problems.extend(ps)
+        built.extend(rendered)
+        out_keys.extend("" for _ in rendered)
+        built = self._complete(built, namespaces, out_keys)
+        # find_duplicates reads only what an _Identity holds (path, line, name, key, ref)
+        problems.extend(manifests.find_duplicates(
+            cast("list[manifests.Manifest]", self._identities(built, out_keys))))
+        return Build(built, problems, count, out_keys)
 
-    def _complete(self, built: list[manifests.Manifest]) -> list[manifests.Manifest]:
-        """Namespaced objects that name no namespace get the configured default one."""
-        crds = scopes.crd_scopes(m.obj for m in built)
+    def _complete(self, built: list[manifests.Manifest], namespaces: dict[int, str],
+                  keys: list[str] | None = None) -> list[manifests.Manifest]:
+        """Namespaced objects that name no namespace get the configured default one (or their
+        chart's release namespace). For a manifest read from a file (a key in `keys`) the answer
+        is remembered while the file and the tree's CRD scopes are unchanged: the same manifest
+        comes back, so what is cached per manifest downstream (digest, duplicates) stays valid."""
+        # crd_scopes looks at CRDs only; the kind test first spares it every other object
+        crds = scopes.crd_scopes(m.obj for m in built if m.obj.get("kind") == "CustomResourceDefinition")
+        scope = tuple(sorted(crds.items()))
+        cache = self._completed
+        if len(cache) > _CANONICAL_MAX:
+            cache.clear()
         out = []
-        for m in built:
-            obj = scopes.with_default_namespace(m.obj, self.config.default_namespace, crds)
-            out.append(m if obj is None else manifests.Manifest(m.path, m.line, m.index, obj, m.span))
+        for i, m in enumerate(built):
+            ns = namespaces.get(i, self.config.default_namespace)
+            keyed = keys is not None and bool(keys[i])
+            hit = cache.get(id(m)) if keyed else None
+            if hit is not None and hit[0] is m and hit[1] == ns and hit[2] == scope:
+                out.append(hit[3])
+                continue
+            obj = scopes.with_default_namespace(m.obj, ns, crds)
+            done = m if obj is None else manifests.Manifest(m.path, m.line, m.index, obj, m.span)
+            if keyed:
+                cache[id(m)] = (m, ns, scope, done)  # holds `m`: its id is not reused
+            out.append(done)
         return out
 
-    def _load(self, entry: Entry, path: str, tree: SourceTree) -> manifests.LoadResult:
-        cache_key = f"{entry.key}:{path}" if entry.key else ""
+    def _load(self, key: str, path: str, read: Callable[[], bytes]) -> manifests.LoadResult:
+        cache_key = f"{key}:{path}" if key else ""
         if cache_key and cache_key in self._parsed:
             return self._parsed[cache_key]
-        result = manifests.load(path, tree.read(entry), self.config.limits)
+        result = manifests.load(path, read(), self.config.limits)
         if cache_key:
             if len(self._parsed) > 50_000:
                 self._parsed.clear()
@@ -131,16 +314,26 @@ class Builder:
         return result
 
     def _render(self, root: kustomize.Kustomization, readers: dict[str, Callable[[], bytes]],
-                deadline: float) -> tuple[list[manifests.Manifest], list[pv.Violation]]:
+                deadline: float, kplan: kustomize.Plan, api_versions: list[str],
+                ) -> tuple[list[manifests.Manifest], list[pv.Violation]]:
         if self.kustomize_bin is None:
             return [], [pv.error(root.file, 0, "", "kustomize",
-                                 "kustomize is not available on this server")]
+                                 "kustomize is not available on this server (the pinned one: "
+                                 "`scripts/tools.sh path kustomize`, or install kustomize and pass "
+                                 "--kustomize PATH / PUSHGATE_KUSTOMIZE)")]
+        helm_args = None
+        if kustomize.uses_helm(root, {k.dir: k for k in _all(kplan)}):
+            if self.helm_bin is None:
+                return [], [pv.error(root.file, 0, "", "kustomize", _NO_HELM)]
+            helm_args = kustomize.Helm(self.helm_bin, self.config.kubernetes_version,
+                                       tuple(api_versions))
         try:
             out = kustomize.render(self.kustomize_bin, root, readers,
-                                   max(1.0, deadline - time.monotonic()))
+                                   max(1.0, deadline - time.monotonic()),
+                                   max_output=self.config.max_rendered_bytes, helm=helm_args)
         except kustomize.RenderError as e:
             return [], [pv.error(root.file, 0, "", "kustomize", f"kustomize build failed: {e}")]
-        rendered = manifests.load(root.file, out, self.config.limits)
+        rendered = manifests.load(root.file, out, self.config.rendered_limits())
         ms: list[manifests.Manifest] = []
         for m in rendered.manifests:
             origin = kustomize.origin_of(m.obj, root.dir) or root.file
@@ -153,11 +346,85 @@ class Builder:
         read = readers.get(origin)
         if read is None:
             return 1
+        if posixpath.basename(origin) in kustomize.NAMES:  # generated: by helmCharts, mostly
+            at = re.search(rb"^helmCharts:", read(), re.M)
+            return read().count(b"\n", 0, at.start()) + 1 if at else 1
         for src in manifests.load(origin, read(), self.config.limits).manifests:
             if src.kind == m.kind and (src.name == m.name or m.name.endswith(src.name)
                                        or src.name in m.name):
                 return src.line
         return 1
+
+
+    def _helm(self, release: helm.Release, hplan: helm.Plan, readers: dict[str, Callable[[], bytes]],
+              keys: dict[str, str], deadline: float, api_versions: list[str],
+              ) -> tuple[list[manifests.Manifest], list[pv.Violation]]:
+        chart = release.chart
+        if self.helm_bin is None:
+            return [], [pv.error(chart.file, 0, "", "helm", _NO_HELM)]
+        inputs = sorted((p, keys[p]) for p in readers
+                        if p.startswith(chart.dir + "/" if chart.dir else "") or p in release.values_files)
+        cache_key = "" if any(not k for _, k in inputs) else hashlib.sha256(json.dumps(
+            [inputs, release.name, release.namespace, release.values_files, api_versions,
+             self.config.kubernetes_version, self.helm_bin]).encode()).hexdigest()
+        out = self._renders.get(cache_key) if cache_key else None
+        if out is None:
+            try:
+                out = helm.render(self.helm_bin, release, readers,
+                                  kube_version=self.config.kubernetes_version, api_versions=api_versions,
+                                  timeout=max(1.0, deadline - time.monotonic()),
+                                  max_output=self.config.max_rendered_bytes)
+            except proc.RenderError as e:
+                return [], [pv.error(chart.file, 0, "", "helm", f"helm template failed: {e}")]
+            if cache_key:
+                if len(self._renders) >= _RENDER_CACHE_MAX:
+                    self._renders.clear()
+                self._renders[cache_key] = out
+        return self._rendered_docs(helm.split(out, release, hplan), readers, helm.template_line)
+
+    def _jsonnet(self, targets: list[str], readers: dict[str, Callable[[], bytes]], deadline: float,
+                 ) -> tuple[list[manifests.Manifest], list[pv.Violation]]:
+        outputs = jsonnet.render(readers, targets, timeout=max(1.0, deadline - time.monotonic()),
+                                 max_output=self.config.max_rendered_bytes)
+        problems: list[pv.Violation] = []
+        docs: list[tuple[str, bytes]] = []
+        for o in outputs:
+            if o.error:
+                where = o.error_file if o.error_file in readers else o.file
+                problems.append(pv.error(where, o.line, "", "jsonnet",
+                                         f"{o.file}: {o.error}" if where != o.file else o.error))
+            else:
+                docs.append((o.file, o.json.encode("utf-8", "surrogatepass")))
+        ms, ps = self._rendered_docs(docs, readers, jsonnet.object_line, fmt="json")
+        return ms, problems + ps
+
+    def _rendered_docs(self, docs: list[tuple[str, bytes]], readers: dict[str, Callable[[], bytes]],
+                       line_of: Callable[[bytes, str, int], int], fmt: str = "yaml",
+                       ) -> tuple[list[manifests.Manifest], list[pv.Violation]]:
+        """Objects of rendered documents, each named by its source file and the line of the
+        object in it (when `line_of` finds it); problems are reported at the source file."""
+        limits = self.config.rendered_limits()
+        ms: list[manifests.Manifest] = []
+        ps: list[pv.Violation] = []
+        seen: dict[tuple[str, str], int] = {}
+        for source, text in docs:
+            loaded = manifests.load(f"rendered.{fmt}", text, limits)
+            ps.extend(dataclasses.replace(v, path=source, line=0) for v in loaded.problems)
+            for m in loaded.manifests:
+                n = seen.get((source, m.kind), 0)
+                seen[(source, m.kind)] = n + 1
+                read = readers.get(source)
+                line = line_of(read(), m.kind, n) if read is not None and m.kind else 0
+                ms.append(manifests.Manifest(source, line, m.index, m.obj))
+        return ms, ps
+
+
+_NO_HELM = ("helm is not available on this server (the pinned one: `scripts/tools.sh path helm`, "
+            "or set PUSHGATE_HELM)")
+
+
+def _all(kplan: kustomize.Plan) -> list[kustomize.Kustomization]:
+    return kplan.found
 
 
 def _check_deadline(deadline: float) -> None:

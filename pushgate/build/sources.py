@@ -3,10 +3,15 @@
 Called by the gate (`pushgate.gate.gate`), the git server (quarantined commits), `pushgate
 validate` (a directory) and the reconciler (the deploy branch's commit). Both kinds list entries
 with their git mode, so symlinks and submodules are seen for what they are.
+
+A git tree's listing is cached per (path, tree sha), for this process: a tree object is named by
+its content, so the same sha at the same path lists the same entries, in whichever store it is
+read. A push that changes 10 files of 5,000 reads only the trees on the paths to them.
 """
 
 from __future__ import annotations
 
+import itertools
 import os
 import stat
 from collections.abc import Iterator
@@ -45,16 +50,9 @@ class GitTree:
         self.tree_sha: bytes = store[commit_sha].tree
 
     def entries(self) -> Iterator[Entry]:
-        stack: list[tuple[str, bytes]] = [("", self.tree_sha)]
-        while stack:
-            prefix, sha = stack.pop()
-            for item in self.store[sha].iteritems():
-                name = item.path.decode("utf-8", "surrogateescape")
-                path = f"{prefix}{name}"
-                if item.mode == MODE_TREE or stat.S_ISDIR(item.mode):
-                    stack.append((path + "/", item.sha))
-                else:
-                    yield Entry(path, item.mode, item.sha.decode())
+        """Every non-directory entry: a tree's own entries in tree order, then its
+        subdirectories', last one first (the order of a depth-first walk with a stack)."""
+        return iter(_listing(self.store, "", self.tree_sha))
 
     def read(self, entry: Entry) -> bytes:
         data: bytes = self.store[entry.key.encode()].data
@@ -96,3 +94,56 @@ class DirTree:
     def read(self, entry: Entry) -> bytes:
         with open(os.path.join(self.root, entry.path), "rb") as f:
             return f.read()
+
+
+_LISTINGS: dict[tuple[str, bytes], tuple[Entry, ...]] = {}
+_LISTINGS_MAX = 2_000_000  # entries held in all cached listings together (pointers, mostly shared)
+_listed = 0
+
+
+def _listing(store: Any, prefix: str, sha: bytes) -> tuple[Entry, ...]:
+    """Every entry under tree `sha` at `prefix`, from the cache where that tree was listed before.
+    Iterative (a hostile tree may nest thousands of directories)."""
+    global _listed
+    hit = _LISTINGS.get((prefix, sha))
+    if hit is not None:
+        return hit
+    # Frames of trees being listed: (prefix, sha, own entries, subdirectories last first,
+    # next subdirectory to list, listings of those done).
+    frames: list[tuple[str, bytes, list[Entry], list[tuple[str, bytes]], list[int],
+                       list[tuple[Entry, ...]]]] = [_frame(store, prefix, sha)]
+    while True:
+        pre, tree, own, subdirs, at, parts = frames[-1]
+        if at[0] < len(subdirs):
+            sub = subdirs[at[0]]
+            at[0] += 1
+            cached = _LISTINGS.get(sub)
+            if cached is not None:
+                parts.append(cached)
+            else:
+                frames.append(_frame(store, *sub))
+            continue
+        frames.pop()
+        done = tuple(itertools.chain(own, *parts))
+        if _listed + len(done) > _LISTINGS_MAX:
+            _LISTINGS.clear()
+            _listed = 0
+        _LISTINGS[(pre, tree)] = done
+        _listed += len(done)
+        if not frames:
+            return done
+        frames[-1][5].append(done)
+
+
+def _frame(store: Any, prefix: str, sha: bytes) -> tuple[str, bytes, list[Entry], list[tuple[str, bytes]],
+                                                         list[int], list[tuple[Entry, ...]]]:
+    own: list[Entry] = []
+    subdirs: list[tuple[str, bytes]] = []
+    for item in store[sha].iteritems():
+        path = prefix + item.path.decode("utf-8", "surrogateescape")
+        if item.mode == MODE_TREE or stat.S_ISDIR(item.mode):
+            subdirs.append((path + "/", item.sha))
+        else:
+            own.append(Entry(path, item.mode, item.sha.decode()))
+    subdirs.reverse()
+    return prefix, sha, own, subdirs, [0], []

@@ -142,10 +142,9 @@ class Findings(list[pv.Violation]):
         super().__init__(found)
         self.exceptions = list(exceptions)
 
-    def summary(self) -> str:
-        """pv.summary() plus the exceptions, the way conftest counts them."""
-        n = len(self.exceptions)
-        return f"{pv.summary(self)}, {n} exception{'s' if n != 1 else ''}"
+    def summary(self, *, files: int | None = None, objects: int | None = None) -> str:
+        """pv.summary() with the exceptions counted, the way conftest counts them."""
+        return pv.summary(self, files=files, objects=objects, exceptions=len(self.exceptions))
 
 
 def load(directory: str, namespaces: Sequence[str] | None = None) -> PolicySet:

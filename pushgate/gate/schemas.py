@@ -12,6 +12,16 @@ common case (valid) first; jsonschema runs only to explain an object the predica
 
 Each problem is a `Violation` whose rule is `schema:<dotted instance path>`. Secret values never
 appear in a message.
+
+Custom resources are judged as the API server judges them (apiextensions-apiserver), so that a
+static refusal is never one the cluster would not make: `pattern` is an RE2 expression (Go's
+`regexp`, through `google-re2`: `^(?i)(abort|warn)?$` is valid there and an error in Python's
+`re`); `x-kubernetes-int-or-string` accepts integers and strings; `x-kubernetes-preserve-unknown-
+fields` keeps a node open; `x-kubernetes-embedded-resource` requires `apiVersion` and `kind`; null
+is refused where a field is not `nullable` (server-side apply refuses it too); of the formats
+only `byte`, `int32` and `int64` are checked (the others are left to the API server).
+CEL rules (`x-kubernetes-validations`) are not evaluated: a CRD that has them gets a warning that
+the live check (server-side dry-run) is what applies them.
 """
 
 from __future__ import annotations
@@ -29,10 +39,10 @@ from pathlib import Path
 from typing import Any, Literal
 
 from jsonschema import FormatChecker  # type: ignore[import-untyped]
-from jsonschema.validators import validator_for  # type: ignore[import-untyped]
+from jsonschema.validators import extend, validator_for  # type: ignore[import-untyped]
 
 from pushgate.core import violations
-from pushgate.gate import schemamsg
+from pushgate.gate import crdrules, schemamsg
 
 MissingSchema = Literal["error", "warning"]
 _Predicate = Callable[[Any], bool]
@@ -203,7 +213,7 @@ class _Catalog:
             meta = self._inline_def(_OBJECT_META, set())
         schema.setdefault("properties", {}).update(
             apiVersion={"type": "string"}, kind={"type": "string"}, metadata=meta)
-        validator = self._class(schema, format_checker=_FORMATS)
+        validator = extend(self._class, crdrules.keywords())(schema, format_checker=_FORMATS)
         # A memo of its own: this schema dies with the push, and ids are reused.
         return _Compiled(_accepts(schema, validator, {}), validator)
 
@@ -319,9 +329,10 @@ def _structural(node: Any, closing: bool = True) -> Any:
         raise ValueError(f"unknown type {schemamsg.show(declared)}")
     if "pattern" in node:
         try:
-            re.compile(node["pattern"])
-        except re.error as e:
-            raise ValueError(f"pattern {schemamsg.show(node['pattern'])} is not a valid regex: {e}") from e
+            crdrules.check_pattern(node["pattern"])
+        except crdrules.PatternError as e:
+            raise ValueError(f"pattern {schemamsg.show(node['pattern'])} is not a valid regex: {e} "
+                             f"(RE2 syntax, as the API server reads it)") from e
     # Branches of allOf/anyOf/oneOf/not only restrict values: closing them would refuse fields
     # that the structural part allows.
     out = _rebuild(node, lambda s: _structural(s, closing), lambda s: _structural(s, False))
@@ -344,6 +355,10 @@ def _structural(node: Any, closing: bool = True) -> Any:
         props = out.setdefault("properties", {})
         for field, kind in (("apiVersion", "string"), ("kind", "string"), ("metadata", "object")):
             props.setdefault(field, {"type": kind})
+        # The API server requires both, non-empty (objectmeta.validateEmbeddedResource).
+        for field in ("apiVersion", "kind"):
+            props[field] = {"allOf": [props[field], {"type": "string", "minLength": 1}]}
+        out["required"] = sorted({*out.get("required", ()), "apiVersion", "kind"})
     return out
 
 
@@ -423,9 +438,10 @@ class SchemaSet:
                          "(and no CRD in this push defines it)")]
         if isinstance(compiled, str):
             return [violations.error(path, line_of(""), ref, "schema", compiled)]
+        notes = crdrules.cel_note(obj, path, line_of, ref) if (api_version, kind) == _CRD else []
         if compiled.accepts(obj):
-            return []
-        found = [
+            return notes
+        found = notes + [
             violations.error(path, line_of(at), ref, f"schema:{rule}" if rule else "schema", text)
             for rule, at, text in schemamsg.problems(compiled.validator.iter_errors(obj), kind == "Secret")
         ]

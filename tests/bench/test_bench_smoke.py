@@ -11,7 +11,7 @@ from pathlib import Path
 
 import pytest
 
-from bench import clone, gate_full, gate_incremental, live_check, reconcile, rss
+from bench import clone, gate_full, gate_incremental, live_check, reconcile, render, rss
 
 pytestmark = pytest.mark.slow
 
@@ -81,3 +81,10 @@ def test_live_check(tmp_path: Path) -> None:
     assert len(out["server_seconds"]) == 2
     assert _finite(out["p50"], out["ratio"], *out["live_seconds"], *out["kubectl_seconds"])
     assert "kubectl server-side dry-run" in _section(results, "live_check")
+
+
+def test_render(tmp_path: Path) -> None:
+    results = tmp_path / "RESULTS.md"
+    out = render.main(["--size", "5", "--repeats", "1", "--results", str(results)])
+    assert out["objects"] >= 5 and _finite(*out["median"].values())
+    assert "-m bench.render " in _section(results, "render")

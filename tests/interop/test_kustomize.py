@@ -143,17 +143,6 @@ def test_remote_base_is_refused_without_network_access(git: Git, server: Server,
     assert not _connected(listener), "the server tried to fetch the remote base"
 
 
-def test_helm_charts_are_refused(git: Git, server: Server, tmp_path: Path) -> None:
-    work = _seed(git, server, tmp_path)
-    problems = _refused(git, server, work, {"charts/kustomization.yaml": KUSTOMIZATION + """helmCharts:
-  - name: nginx
-    repo: https://charts.example.com
-    version: 1.0.0
-"""})
-    assert problems == ["charts/kustomization.yaml [kustomize] helm charts are not rendered by the "
-                        "gate (render them into the repo)"]
-
-
 def test_build_error_is_refused_with_kustomize_message(git: Git, server: Server, tmp_path: Path) -> None:
     work = _seed(git, server, tmp_path)
     tree = _tree()

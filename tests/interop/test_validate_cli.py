@@ -47,7 +47,7 @@ def _tree(git: Git, path: Path, files: dict[str, str | bytes]) -> Path:
 def test_good_tree_passes(git: Git, tmp_path: Path) -> None:
     res = _validate(str(_tree(git, tmp_path / "good", GOOD)))
     assert res.returncode == 0, res.stdout + res.stderr
-    assert res.stdout.splitlines() == ["0 errors, 0 warnings in 0 files"]
+    assert res.stdout.splitlines() == ["0 errors, 0 warnings; checked 4 files, 4 objects"]
 
 
 def test_bad_tree_fails_with_the_push_report(git: Git, server: Server, tmp_path: Path) -> None:
@@ -63,7 +63,7 @@ def test_bad_tree_fails_with_the_push_report(git: Git, server: Server, tmp_path:
         "type integer",
         'apps/web.yaml:20 Deployment/shop/web [pushgate.k8s.images/deny] container "web" uses image '
         '"nginx:latest": pin a version tag or digest instead of latest',
-        "4 errors, 0 warnings in 3 files",
+        "4 errors, 0 warnings; checked 5 files, 3 objects",
     ]
 
     # The server reports the same tree with exactly the same lines.
@@ -84,7 +84,7 @@ def test_symlink_is_reported(git: Git, tmp_path: Path) -> None:
     assert res.stdout.splitlines() == [
         "apps/passwd.yaml [tree.symlink] symlinks are not allowed (they may point outside the "
         "repository); commit the file itself",
-        "1 error, 0 warnings in 1 file",
+        "1 error, 0 warnings; checked 4 files, 4 objects",
     ]
 
 

@@ -144,3 +144,11 @@ def test_builtin_scope_table_knows_the_usual_kinds() -> None:
     assert not scopes.is_namespaced({"apiVersion": "storage.k8s.io/v1", "kind": "StorageClass"}, {})
     # the same kind name in another group is not the built-in one
     assert scopes.is_namespaced({"apiVersion": "example.com/v1", "kind": "Namespace"}, {})
+
+
+def test_a_missing_renderer_is_named_with_how_to_get_it(tmp_path: Path) -> None:
+    b = _build(tmp_path, {"app/kustomization.yaml": "resources: [cm.yaml]\n",
+                          "app/cm.yaml": samples.configmap()})
+    [p] = b.problems
+    assert p.path == "app/kustomization.yaml" and "kustomize is not available" in p.message
+    assert "scripts/tools.sh path kustomize" in p.message and "--kustomize" in p.message

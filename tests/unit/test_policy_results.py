@@ -92,5 +92,7 @@ def test_findings_are_a_list_of_violations_with_the_exceptions() -> None:
     out = decide({"main/deny": ["plain"], "main/exception": [["run_as_root"]]})
     found = policies.Findings(out.violations, out.exceptions)
     assert list(found) == out.violations and len(found.exceptions) == 3
-    assert found.summary() == "1 error, 0 warnings in 1 file, 3 exceptions"
-    assert policies.Findings().summary() == "0 errors, 0 warnings in 0 files, 0 exceptions"
+    assert found.summary() == "1 error, 0 warnings, 3 exceptions in 1 file"
+    assert found.summary(files=2, objects=5) == (
+        "1 error, 0 warnings, 3 exceptions; checked 2 files, 5 objects")
+    assert policies.Findings().summary() == "0 errors, 0 warnings in 0 files"
