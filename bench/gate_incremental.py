@@ -4,7 +4,14 @@ The repository (the same generated corpus as bench.gate_full) is pushed once, th
 push changes 10 files (new image tags, config revisions; all still valid) and must be accepted.
 The time is the server's own: the `seconds` the server logs for each push in the data dir's
 pushes.jsonl, from the start of the receive (pack read) to the verdict, refs written. The git
-client's wall time is shown next to it. ROADMAP target: p50 <= 300 ms.
+client's wall time is shown next to it. Targets: the first push of the whole repository <= 5 s
+server time; then p50 <= 150 ms and max <= 500 ms over the timed pushes.
+
+Between the two, the benchmark waits until every server worker has logged `gate warm` for the
+pushed head (each gunicorn worker has its own caches; a worker that did not take the first push
+checks it in the background, see gitserver/warmup.py) and reports how long that took: a push
+that reached a worker still warming would wait for it, which is the outlier the max target is
+about.
 
 `--profile` then shows where a push's server time goes: pushgate's WSGI app, created in-process
 over the same data dir and served by wsgiref on another port, takes one warm-up push (its caches
@@ -21,6 +28,7 @@ import gc
 import io
 import json
 import pstats
+import re
 import tempfile
 import threading
 import time
@@ -34,8 +42,23 @@ from wsgiref.simple_server import make_server as make_wsgi_server
 from bench import common, corpus
 
 NAME = "gate_incremental"
-TARGET_P50 = 0.300
+TARGET_P50 = 0.150
+TARGET_MAX = 0.500
+TARGET_FIRST = 5.0
 CHANGED = 10
+WORKERS = 2  # tests.bed.server starts gunicorn with two workers
+WARM = re.compile(r"gate warm: (\S+) at ([0-9a-f]{40}) \(worker (\d+)")
+
+
+def wait_warm(server: Any, head: str, timeout: float = 600.0) -> float:
+    """Seconds until every worker has logged that its gate holds `head` (see gitserver/warmup)."""
+    t0 = time.perf_counter()
+    while time.perf_counter() - t0 < timeout:
+        pids = {m.group(3) for m in WARM.finditer(server.log()) if m.group(2) == head}
+        if len(pids) >= WORKERS:
+            return time.perf_counter() - t0
+        time.sleep(0.1)
+    raise RuntimeError(f"the server's workers did not all warm up to {head} within {timeout:.0f}s")
 
 
 def last_push(data_dir: Path) -> dict[str, Any]:
@@ -114,7 +137,7 @@ def profile_push(data_dir: Path, users_file: str, url: str, port: int, git: Any,
 
 
 def main(argv: Sequence[str] | None = None) -> dict[str, Any]:
-    args = common.parser(NAME, __doc__, 5000, 20)
+    args = common.parser(NAME, __doc__, 5000, 50)
     args.add_argument("--profile", action="store_true", help="also profile one push in-process")
     opts = args.parse_args(argv)
     command = common.command_line(NAME, argv)
@@ -137,6 +160,8 @@ def main(argv: Sequence[str] | None = None) -> dict[str, Any]:
             first_wall, first = push(git, repo, url, server.data_dir)
             print(f"  initial push of {len(files)} manifests: server {first['seconds']:.2f} s, "
                   f"client {first_wall:.2f} s", flush=True)
+            warm_s = wait_warm(server, git.rev_parse(repo, "HEAD"))
+            print(f"  every worker warm {warm_s:.2f} s after the initial push returned", flush=True)
             server_s: list[float] = []
             client_s: list[float] = []
             for r in range(opts.repeats):
@@ -156,21 +181,27 @@ def main(argv: Sequence[str] | None = None) -> dict[str, Any]:
             procs.REGISTRY.stop_all()
 
     p50 = common.percentile(server_s, 50)
+    worst = max(server_s)
+    first_s = float(first["seconds"])
     rows = [
         ["server verdict (pushes.jsonl)", common.median(server_s), p50, common.percentile(server_s, 90),
-         min(server_s), max(server_s)],
+         min(server_s), worst],
         ["git push, client wall", common.median(client_s), common.percentile(client_s, 50),
          common.percentile(client_s, 90), min(client_s), max(client_s)],
     ]
     text = "\n".join([
         f"{len(files)} manifests in the repository; {opts.repeats} pushes of {CHANGED} changed files "
-        f"each, all accepted. Initial push of the whole repository: server {first['seconds']:.2f} s, "
-        f"client {first_wall:.2f} s.",
+        f"each, all accepted. Initial push of the whole repository: server {first_s:.2f} s, "
+        f"client {first_wall:.2f} s; every server worker warm {warm_s:.2f} s after it returned.",
+        "",
+        f"**first push server time = {first_s:.2f} s** (target <= {TARGET_FIRST:.0f} s: "
+        f"{common.verdict(first_s, TARGET_FIRST)})",
         "",
         common.table(["seconds", "median", "p50", "p90", "min", "max"], rows),
         "",
         f"**server p50 = {p50 * 1000:.0f} ms** (target <= {TARGET_P50 * 1000:.0f} ms: "
-        f"{common.verdict(p50, TARGET_P50)})",
+        f"{common.verdict(p50, TARGET_P50)}); **max = {worst * 1000:.0f} ms** (target <= "
+        f"{TARGET_MAX * 1000:.0f} ms: {common.verdict(worst, TARGET_MAX)})",
         "",
         "Server seconds per push, in order: " + ", ".join(f"{s:.3f}" for s in server_s),
     ])
@@ -185,8 +216,8 @@ def main(argv: Sequence[str] | None = None) -> dict[str, Any]:
     common.write_section(opts.results, NAME, common.section(
         NAME, "incremental gate, 10 changed files per push", command, text, started_load))
     return {"size": len(files), "profiled_seconds": profiled[0] if profiled else None,
-            "initial_seconds": first["seconds"], "server_seconds": server_s,
-            "client_seconds": client_s, "p50": p50}
+            "initial_seconds": first_s, "warm_seconds": warm_s, "server_seconds": server_s,
+            "client_seconds": client_s, "p50": p50, "max": worst}
 
 
 if __name__ == "__main__":

@@ -21,7 +21,7 @@ from dulwich.server import Backend
 from dulwich.web import GunzipFilter, HTTPGitApplication, LimitedInputFilter
 from flask import Flask, jsonify, request
 
-from gitserver import auth, bodydeadline, live, page, receive, repos
+from gitserver import auth, bodydeadline, live, page, receive, repos, warmup
 from gitserver.errors import BadRepoName, ConfigError
 from gitserver.receive import GatedReceivePackHandler, GateResult, GateUnavailable, Pusher, PushOutcome
 from gitserver.repos import RefUpdate
@@ -48,6 +48,7 @@ class RefGateAdapter:
         self.gated_refs = {r.encode() for r in gated_refs}
         self.data_dir = data_dir
         self.policy_version = policy_version
+        self.warmer: warmup.GateWarmer | None = None  # told what each push checked
 
     def gated(self, ref: bytes) -> bool:
         return ref in self.gated_refs
@@ -63,6 +64,8 @@ class RefGateAdapter:
             raise GateUnavailable(str(e), receive.Refusal.TIMEOUT) from e
         except policies.EngineUnavailable as e:
             raise GateUnavailable(str(e), receive.Refusal.ENGINE) from e
+        if self.warmer is not None:
+            self.warmer.checked(update.ref.decode(), update.new.decode())
         verdict: datadir.Verdict = {
             "commit": update.new.decode(), "ref": update.ref.decode(), "pusher": pusher.name,
             "time": time.time(), "digest": build.digest(), "objects": len(build.manifests),
@@ -160,6 +163,10 @@ class PushgateApp:
                 cfg.gate.prune_roles)
         # Only once everything an operator can get wrong has loaded: nothing half-made.
         self.repo_path = repos.ensure(settings.data_dir)
+        # This worker's engine started and its caches kept on the gated heads, in the background.
+        self.warmer = warmup.GateWarmer(self.gate, self.repo_path, cfg.gate.gated_refs)
+        self.ref_gate.warmer = self.warmer
+        self.warmer.start()
         self.flask = _make_flask(self)
         self.authenticator = auth.Authenticator(settings.users_file)
         self.limiter = auth.RateLimiter(os.path.join(settings.data_dir, ".ratelimit"))
@@ -233,7 +240,9 @@ class PushgateApp:
                         "ref": ",".join(u.ref.decode(errors="replace") for u in outcome.updates)})
 
     def close(self) -> None:
+        self.warmer.stop(timeout=0)
         self.gate.close()
+        self.warmer.stop()
 
 
 def _bounded_plan(plan: dict[str, Any], limit: int = 200) -> dict[str, Any]:

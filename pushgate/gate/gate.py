@@ -4,13 +4,21 @@ Called by the git server for each gated ref of a push and by `pushgate validate`
 directory. The objects come from the build (`pushgate.build`), the same step the reconciler
 runs before it applies, so what the gate checks is what gets applied. Reports every problem,
 never only the first.
+
+A push that changes 10 files of 5,000 must cost about 10 files: results are cached per object
+by everything they depend on (see `Gate.__init__`), the build caches parsed files and tree
+listings, and what is left per object is a few dictionary lookups. A check that does have many
+objects to decide (a first push, `pushgate validate`) has the policy engine work on them while
+this process checks the schemas.
 """
 
 from __future__ import annotations
 
 import posixpath
+import threading
 import time
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
+from concurrent.futures import Future
 from dataclasses import dataclass, field
 from typing import Any, TypeVar
 
@@ -19,7 +27,7 @@ from pushgate.build import build as buildmod
 from pushgate.build.build import Build
 from pushgate.build.config import BuildConfig
 from pushgate.build.sources import SourceTree
-from pushgate.core import manifests
+from pushgate.core import manifests, scopes
 from pushgate.core import violations as pv
 from pushgate.gate import policies, schemas
 
@@ -37,6 +45,11 @@ class GateConfig:
     timeout: float = 30.0
 
 
+# A policy result per object: its violations and the exceptions granted to it.
+_Outcome = tuple[tuple[pv.Violation, ...], tuple[policies.PolicyException, ...]]
+_Rows = list[list[tuple[str, Any]]]
+
+
 class Gate:
     def __init__(self, config: GateConfig, *, engine: policies.PolicyEngine | None,
                  kustomize_bin: str | None) -> None:
@@ -48,10 +61,20 @@ class Gate:
         # Keyed by (source key, path, CRD set): a renamed file is reported at its new path.
         self._schema_results: dict[tuple[str, str, str], list[pv.Violation]] = {}
         # Policy results per object, keyed by everything they depend on: ("static", source key,
-        # path, policy version) for the entry points that cannot read the push context (the
-        # compiled plan says which); ("push", ..., digest of the whole push context) for the rest.
+        # path, policy version, namespace) for the entry points that cannot read the push
+        # context (the compiled plan says which); ("push", ..., digest of the whole push
+        # context) for the rest. The namespace is the object's after the build gave it the
+        # default one: whether it does depends on the CRDs of the whole tree (a custom kind
+        # whose CRD says Cluster keeps none), so the same file can make two different objects.
         self._policy_rows: dict[tuple[str, ...], list[tuple[str, Any]]] = {}
+        # What those rows make of the object (its violations and exceptions), under the same
+        # key with every group's parts: conftest's contract is applied once per result.
+        self._outcomes: dict[tuple[str, ...], _Outcome] = {}
         self._policy_set: policies.PolicySet | None = getattr(engine, "policies", None)
+        self._last_crds: list[dict[str, Any]] = []  # the CRDs of the last tree checked (prefetch)
+        # One check at a time: a check fills the caches the next one reads (a warm-up and a
+        # push never do the same work twice), and the engine serves one caller anyway.
+        self._checking = threading.Lock()
 
     def build(self, tree: SourceTree, deadline: float | None = None) -> Build:
         deadline = deadline or time.monotonic() + self.config.timeout
@@ -60,6 +83,17 @@ class Gate:
         except buildmod.BuildTimeout as e:
             raise GateTimeout(f"gate time limit of {self.config.timeout:.0f}s exceeded") from e
 
+    def cache_size(self) -> int:
+        """Results held (schema and policy, one per object and context): how much a warm gate
+        remembers, for whoever manages the process's memory."""
+        return len(self._schema_results) + len(self._outcomes) + len(self._policy_rows)
+
+    def warm(self) -> None:
+        """Have the policy engine started (and compiled) now, without waiting for it."""
+        start: Callable[[], None] | None = getattr(self.engine, "start", None)
+        if start is not None:
+            start()
+
     # -- checking -------------------------------------------------------------------------------
     def check(self, tree: SourceTree, push: dict[str, Any] | None = None,
               deadline: float | None = None) -> tuple[Build, policies.Findings]:
@@ -67,65 +101,172 @@ class Gate:
         the gate cannot decide (the caller refuses, fail closed)."""
         deadline = deadline or time.monotonic() + self.config.timeout
         faults.fail("gate-check")
+        if not self._checking.acquire(timeout=max(0.0, deadline - time.monotonic())):
+            raise GateTimeout(f"gate time limit of {self.config.timeout:.0f}s exceeded "
+                              f"(waiting for another check)")
+        try:
+            return self._check(tree, push, deadline)
+        finally:
+            self._checking.release()
+
+    def _check(self, tree: SourceTree, push: dict[str, Any] | None,
+               deadline: float) -> tuple[Build, policies.Findings]:
+        self.warm()  # the engine starts while the tree is read
         b = self.build(tree, deadline)
         found = list(b.problems)
-        crds = [m.obj for m in b.manifests if m.kind == "CustomResourceDefinition"
+        policy = self._policies(b, push, deadline)  # may run while the schemas are checked
+        crds = [m.obj for m in b.manifests if m.obj.get("kind") == "CustomResourceDefinition"
                 and m.api_version.startswith("apiextensions.k8s.io/")]
         schema_set = self.schemas.with_crds(crds) if crds else self.schemas
         crd_key = _crd_key(crds)
+        self._last_crds = crds
+        results = self._schema_results
         for m, key in zip(b.manifests, b.keys, strict=True):
-            _check_deadline(deadline)
-            cached = self._schema_results.get((key, m.path, crd_key)) if key else None
+            cached = results.get((key, m.path, crd_key)) if key else None
             if cached is None:
+                _check_deadline(deadline)
                 cached = schema_set.validate(m.obj, path=m.path, line_of=m.line_of, ref=m.ref)
                 if key:
-                    _bounded(self._schema_results)[(key, m.path, crd_key)] = cached
-            found.extend(cached)
+                    _bounded(results)[(key, m.path, crd_key)] = cached
+            if cached:
+                found.extend(cached)
+        b.digest()  # remembered by the Build: the verdict needs it, and the engine is busy
+        outcomes = policy()
         exceptions: list[policies.PolicyException] = []
-        if self.engine is not None and b.manifests:
-            eps = self._policy_set.entrypoints if self._policy_set is not None else []
-            for m, row in zip(b.manifests, self._evaluate(b, push, deadline), strict=True):
-                result = policies.outcome(row, eps, path=m.path, ref=m.ref, line_of=m.line_of)
-                found.extend(result.violations)
-                exceptions.extend(result.exceptions)
+        for violations, granted in outcomes:
+            if violations:
+                found.extend(violations)
+            if granted:
+                exceptions.extend(granted)
         # A list of Violations, as before, that also carries the exceptions granted.
         return b, policies.Findings(_redact_secrets(found, b.manifests), exceptions)
 
-    def _evaluate(self, b: Build, push: dict[str, Any] | None,
-                  deadline: float) -> list[list[tuple[str, Any]]]:
-        """Policy results per manifest, from the cache where the same decision was made before."""
-        assert self.engine is not None
-        ctx = dict(push or {})
-        ctx["files"] = {m.ref: m.path for m in b.manifests}
+    def prefetch(self, tree: SourceTree, paths: Sequence[str], deadline: float) -> int:
+        """Decide ahead what the next check of `tree` will ask about the files at `paths` (those
+        another server worker's push changed): parse them, and cache their schema results and
+        push-independent policy outcomes as they would be in the context of the last tree
+        checked here (its CRDs, the default namespace). Everything is cached under its full key,
+        so a guess the next check does not share (the CRDs changed; the file is rendered by
+        kustomize, or excluded) is never looked up: correctness never depends on it. Returns how
+        many objects were decided."""
+        if not self._checking.acquire(timeout=max(0.0, deadline - time.monotonic())):
+            return 0
+        try:
+            return self._prefetch(tree, paths, deadline)
+        finally:
+            self._checking.release()
+
+    def _prefetch(self, tree: SourceTree, paths: Sequence[str], deadline: float) -> int:
+        wanted = set(paths)
+        entries = [e for e in tree.entries() if e.path in wanted and e.is_file and e.key]
+        crds = self._last_crds
+        scopes_ = scopes.crd_scopes(crds)
+        schema_set = self.schemas.with_crds(crds) if crds else self.schemas
+        crd_key = _crd_key(crds)
+        default_ns = self.config.build.default_namespace
+        ms: list[manifests.Manifest] = []
+        keys: list[str] = []
+        for e in entries:
+            loaded = self.builder.preload(e, tree)
+            for i, m in enumerate(loaded):
+                obj = scopes.with_default_namespace(m.obj, default_ns, scopes_)
+                ms.append(m if obj is None else manifests.Manifest(m.path, m.line, m.index, obj, m.span))
+                keys.append(f"{e.key}#{i}")
+        for m, key in zip(ms, keys, strict=True):
+            _check_deadline(deadline)
+            if (key, m.path, crd_key) not in self._schema_results:
+                _bounded(self._schema_results)[(key, m.path, crd_key)] = schema_set.validate(
+                    m.obj, path=m.path, line_of=m.line_of, ref=m.ref)
         ps = self._policy_set
+        if self.engine is None or ps is None or ps.push_entrypoints or not ms:
+            return len(ms)  # push-dependent results need the push itself
+        b = Build(ms, [], len(entries), keys)
+        missing = [i for i, m in enumerate(ms)
+                   if (keys[i], m.path, m.namespace, ps.version, "") not in self._outcomes]
+        rows = self._rows(b, missing, {}, "", deadline) if missing else []
+        for i, row in zip(missing, rows, strict=True):
+            m = ms[i]
+            _bounded(self._outcomes)[(keys[i], m.path, m.namespace, ps.version, "")] = _outcome(
+                m, row, ps.entrypoints)
+        return len(ms)
+
+    def _policies(self, b: Build, push: dict[str, Any] | None,
+                  deadline: float) -> Callable[[], list[_Outcome]]:
+        """Each manifest's policy outcome, from the cache where the same decision was made
+        before; what is left is decided by the engine, waited for on a thread of its own.
+        Returns the function that waits for the answer (and raises what the engine raised)."""
+        if self.engine is None or not b.manifests:
+            return lambda: []
+        ps = self._policy_set
+        ms = b.manifests
+        ctx: dict[str, Any] = {}
+        if ps is None or ps.push_entrypoints:  # only worth building when a rule may read it
+            ctx = dict(push or {})
+            ctx["files"] = {m.ref: m.path for m in ms}
         if ps is None:  # an engine that does not say what it evaluates: nothing is cached
-            return self._run(list(range(len(b.manifests))), b, ctx, None, deadline)
+            rows = self._run(list(range(len(ms))), b, ctx, None, deadline)
+            return lambda: [_outcome(m, row, []) for m, row in zip(ms, rows, strict=True)]
+        push_key = policies.context_key(ctx) if ctx else ""
+        outs: list[_Outcome | None] = [None] * len(ms)
+        missing: list[int] = []
+        version, cache = ps.version, self._outcomes
+        for i, (m, key) in enumerate(zip(ms, b.keys, strict=True)):
+            hit = cache.get((key, m.path, _namespace(m.obj), version, push_key)) if key else None
+            if hit is None:
+                missing.append(i)
+            else:
+                outs[i] = hit
+        if not missing:
+            return lambda: outs  # type: ignore[return-value]
+
+        def decide() -> list[_Outcome]:
+            eps = ps.entrypoints
+            rows = self._rows(b, missing, ctx, push_key, deadline)
+            for i, row in zip(missing, rows, strict=True):
+                m = ms[i]
+                out = _outcome(m, row, eps)
+                outs[i] = out
+                if b.keys[i]:
+                    _bounded(cache)[(b.keys[i], m.path, m.namespace, version, push_key)] = out
+            return outs  # type: ignore[return-value]
+
+        # The engine works in other processes: this one goes on with the schemas meanwhile.
+        return _background(decide)
+
+    def _rows(self, b: Build, indices: list[int], ctx: dict[str, Any], push_key: str,
+              deadline: float) -> _Rows:
+        """Policy results for the manifests at `indices`, from the row cache where the same
+        group of entry points was decided before."""
+        ps = self._policy_set
+        assert ps is not None
         reads_push = ps.push_entrypoints
         pushed = [ep for ep in ps.entrypoints if ep in reads_push]
         static = [ep for ep in ps.entrypoints if ep not in reads_push]
-        push_key = policies.context_key(ctx)
         groups: list[tuple[str, list[str]]] = [("static", static), ("push", pushed)]
 
         def key(group: str, i: int) -> tuple[str, ...]:
-            base = (group, b.keys[i], b.manifests[i].path, ps.version)
+            m = b.manifests[i]
+            base = (group, b.keys[i], m.path, ps.version, m.namespace)
             return (*base, push_key) if group == "push" else base
 
-        rows: list[list[tuple[str, Any]]] = [[] for _ in b.manifests]
-        todo: dict[tuple[str, ...], list[int]] = {}  # the groups still to evaluate -> manifests
-        for i in range(len(b.manifests)):
+        rows: _Rows = [[] for _ in indices]
+        todo: dict[tuple[str, ...], list[int]] = {}  # the groups still to evaluate -> positions
+        for n, i in enumerate(indices):
             missing = []
             for group, eps in groups:
                 cached = self._policy_rows.get(key(group, i)) if eps and b.keys[i] else None
                 if cached is not None:
-                    rows[i].extend(cached)
+                    rows[n].extend(cached)
                 elif eps:
                     missing.append(group)
             if missing:
-                todo.setdefault(tuple(missing), []).append(i)
-        for wanted, indices in todo.items():
+                todo.setdefault(tuple(missing), []).append(n)
+        for wanted, positions in todo.items():
             eps = [ep for group, group_eps in groups if group in wanted for ep in group_eps]
-            for i, row in zip(indices, self._run(indices, b, ctx, eps, deadline), strict=True):
-                rows[i].extend(row)
+            found = self._run([indices[n] for n in positions], b, ctx, eps, deadline)
+            for n, row in zip(positions, found, strict=True):
+                rows[n].extend(row)
+                i = indices[n]
                 if b.keys[i]:
                     for group, group_eps in groups:
                         if group in wanted:
@@ -134,7 +275,7 @@ class Gate:
         return rows
 
     def _run(self, indices: list[int], b: Build, ctx: dict[str, Any], eps: list[str] | None,
-             deadline: float) -> list[list[tuple[str, Any]]]:
+             deadline: float) -> _Rows:
         assert self.engine is not None
         left = deadline - time.monotonic()
         if left <= 0:
@@ -151,6 +292,35 @@ class Gate:
             self.engine.close()
 
 
+_T = TypeVar("_T")
+
+
+def _namespace(obj: dict[str, Any]) -> str:
+    """`Manifest.namespace`, without its property calls (it is read for every object)."""
+    meta = obj.get("metadata")
+    ns = meta.get("namespace") if isinstance(meta, dict) else None
+    return ns if isinstance(ns, str) else ""
+
+
+def _outcome(m: manifests.Manifest, row: Sequence[tuple[str, Any]], eps: Sequence[str]) -> _Outcome:
+    result = policies.outcome(row, eps, path=m.path, ref=m.ref, line_of=m.line_of)
+    return tuple(result.violations), tuple(result.exceptions)
+
+
+def _background(func: Callable[[], _T]) -> Callable[[], _T]:
+    """`func` started on a thread now; returns what waits for its result (or its exception)."""
+    future: Future[_T] = Future()
+
+    def run() -> None:
+        try:
+            future.set_result(func())
+        except BaseException as e:  # handed to the caller, who raises it
+            future.set_exception(e)
+
+    threading.Thread(target=run, name="gate-policies", daemon=True).start()
+    return future.result
+
+
 def _crd_key(crds: Sequence[dict[str, Any]]) -> str:
     if not crds:
         return ""
@@ -158,9 +328,6 @@ def _crd_key(crds: Sequence[dict[str, Any]]) -> str:
     import json
 
     return hashlib.sha256(json.dumps(crds, sort_keys=True).encode()).hexdigest()[:16]
-
-
-_T = TypeVar("_T")
 
 
 def _bounded(cache: _T) -> _T:
@@ -178,6 +345,8 @@ def _check_deadline(deadline: float) -> None:
 def _redact_secrets(found: Sequence[pv.Violation],
                     ms: Sequence[manifests.Manifest]) -> list[pv.Violation]:
     """No report may carry a Secret's data: drop any message that quotes one of its values."""
+    if not found:
+        return []
     values: set[str] = set()
     for m in ms:
         if m.kind == "Secret":

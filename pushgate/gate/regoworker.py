@@ -14,6 +14,18 @@ reply per line on stdout.
 `static` entry points cannot read `data` and share one bundle built at load; `push` ones read
 the push context, which is compiled into their own bundle, rebuilt only when the push changes.
 
+Speed: the static bundle also holds a generated rule (`data.pushgate.push_eval.rows`, a package
+no policy may declare) whose value is the list of every entry point's value, each wrapped in a
+comprehension (`[v | v := data.<pkg>.<rule>]`: `[]` when the rule is undefined). One query of it
+decides the whole group for one object: the rules' shared helpers run once, and the fixed cost
+of a query is paid once, not per rule. rego-cpp evaluates as many queries as we ask for the same
+input; only the input itself must change per object (conftest's contract: each object is THE
+input, and `with input as` crashes regopy 1.5.2). Static rules cannot read `data` at all (the
+compiled plan says so), so they cannot see the generated rule; push-dependent ones can (one
+that reads `data.pushgate` whole would read it, and so itself), so they are queried one by one,
+as is everything when the generated rule does not compile. Inputs in and results out go
+through `regoio` (direct calls into rego-cpp's C API).
+
 Strings: rego-cpp keeps a string as the body of its JSON literal (`a\\"b` for a"b), but
 `set_input` hands it raw strings, and its builtins disagree about which form they get. An object
 whose strings hold no `"`, `\\` or control character is the same in both forms, so one run
@@ -31,8 +43,11 @@ import tempfile
 from collections.abc import Callable, Iterator, Sequence
 from typing import Any
 
-_UNDEFINED = object()
-_ESCAPE = re.compile(r'(?:\\u[0-9a-fA-F]{4})+|\\["\\/bfnrt]')
+from pushgate.gate import regoio
+from pushgate.gate.regoio import Undecidable
+
+__all__ = ["UNDECIDABLE", "CompileError", "Undecidable", "Worker"]
+
 _NEEDS_ESCAPE = re.compile(r'["\\\x00-\x1f]')
 # Double-quoted Rego string literals, raw strings and comments (skipped), in source order.
 _TOKENS = re.compile(r'"(?:[^"\\\n]|\\.)*"|`[^`]*`|#[^\n]*')
@@ -42,12 +57,32 @@ _TOKENS = re.compile(r'"(?:[^"\\\n]|\\.)*"|`[^`]*`|#[^\n]*')
 UNDECIDABLE = "!undecidable"
 
 
-class Undecidable(ValueError):
-    """The embedded engine cannot answer faithfully for this object (it differs from OPA)."""
-
-
 class CompileError(ValueError):
     """The policies do not compile; the message names the file and line."""
+
+
+WRAPPER_PACKAGE = "pushgate.push_eval"  # policies.load refuses packages named pushgate.push*
+WRAPPER_RULE = "rows"
+WRAPPER_ENTRYPOINT = f"{WRAPPER_PACKAGE.replace('.', '/')}/{WRAPPER_RULE}"
+
+
+class Compiled:
+    """One bundle: the policies (and the push context, for the push-dependent group), with the
+    generated rule that evaluates every entry point of the group at once when it compiles."""
+
+    def __init__(self, interp: Any, bundle: Any, entrypoints: list[str], combined: bool) -> None:
+        self.interp, self.bundle = interp, bundle
+        self.entrypoints = entrypoints
+        self.combined = combined  # the generated rule compiled: one query per object
+
+
+def wrapper_module(entrypoints: Sequence[str]) -> str:
+    """The generated rule: a list holding, per entry point, `[value]` or `[]` (undefined)."""
+    items = []
+    for ep in entrypoints:
+        ref = "data" + "".join(f"[{json.dumps(part)}]" for part in ep.split("/"))
+        items.append(f"\t[v | v := {ref}],")
+    return f"package {WRAPPER_PACKAGE}\n\n{WRAPPER_RULE} := [\n" + "\n".join(items) + "\n]\n"
 
 
 class Worker:
@@ -55,8 +90,8 @@ class Worker:
         self.modules: list[tuple[str, str]] = []
         self.static: list[str] = []
         self.push_eps: list[str] = []
-        self._static: tuple[Any, Any] | None = None
-        self._dynamic: tuple[Any, Any] | None = None
+        self._static: Compiled | None = None
+        self._dynamic: Compiled | None = None
         self._push_key: str | None = None
 
     @staticmethod
@@ -85,23 +120,40 @@ class Worker:
         self._static = self._build(static, None) if static else None
         self._dynamic, self._push_key = None, None
 
-    def _build(self, entrypoints: list[str], push: dict[str, Any] | None) -> tuple[Any, Any]:
+    def _build(self, entrypoints: list[str], push: dict[str, Any] | None) -> Compiled:
+        if push is not None:
+            # These rules read `data` (the plan says so), and one that reads it whole (or all of
+            # data.pushgate) would also read the generated rule, and so itself: each is
+            # queried on its own.
+            return self._compile(entrypoints, push, combined=False)
+        try:
+            return self._compile(entrypoints, push, combined=True)
+        except CompileError:
+            return self._compile(entrypoints, push, combined=False)
+
+    def _compile(self, entrypoints: list[str], push: dict[str, Any] | None, combined: bool) -> Compiled:
         from regopy import Interpreter
 
         interp = Interpreter()
         for name, src in self.modules:
             interp.add_module(name, src)
+        if combined:
+            try:
+                interp.add_module("pushgate-generated.rego", wrapper_module(entrypoints))
+            except Exception as e:
+                raise CompileError(str(e)[:500]) from None
         if push is not None:
             interp.add_data({"pushgate": {"push": push}})
-        bundle = interp.build(None, list(entrypoints))
+        eps = [WRAPPER_ENTRYPOINT, *entrypoints] if combined else list(entrypoints)
+        bundle = interp.build(None, eps)
         if not bundle.ok():
             raise CompileError("the policies do not compile with this push context")
-        return interp, bundle
+        return Compiled(interp, bundle, list(entrypoints), combined)
 
     def evaluate(self, push: dict[str, Any], objects: list[Any],
                  entrypoints: list[str] | None) -> list[list[list[Any]]]:
         if _holds_nul(push):
-            raise Undecidable("the push context holds a NUL character (U+0000), which the "
+            raise regoio.Undecidable("the push context holds a NUL character (U+0000), which the "
                               "embedded policy engine cannot evaluate faithfully")
         wanted = list(entrypoints) if entrypoints is not None else self.static + self.push_eps
         static = [ep for ep in wanted if ep in self.static]
@@ -117,7 +169,7 @@ class Worker:
         for obj in objects:
             try:
                 out.append(self._one(obj, wanted, static, dynamic))
-            except Undecidable as e:
+            except regoio.Undecidable as e:
                 # This object only: refused as a problem of its own (fail closed), while every
                 # other object of the push is still judged and reported.
                 out.append([[UNDECIDABLE, str(e)[:500]]])
@@ -125,125 +177,59 @@ class Worker:
 
     def _one(self, obj: Any, wanted: list[str], static: list[str],
              dynamic: list[str]) -> list[list[Any]]:
-        if _holds_nul(obj):
+        # Every string that holds `"`, `\\` or a control character (NUL included) is written
+        # with a backslash by JSON, and nothing else is: one C-speed scan for the common case.
+        special = "\\" in json.dumps(obj, ensure_ascii=False)
+        if special and _holds_nul(obj):
             # regopy hands strings to C as NUL-terminated: it would decide on a truncated
-            # string (`{"hostNetwork\0": false, "hostNetwork": true}` passes). Fail closed.
-            raise Undecidable("the object holds a NUL character (U+0000), which the embedded "
+            # string (`{"hostNetwork\\0": false, "hostNetwork": true}` passes). Fail closed.
+            raise regoio.Undecidable("the object holds a NUL character (U+0000), which the embedded "
                               "policy engine cannot evaluate faithfully")
         values: dict[str, Any] = {}
         # The push context is data, which rego-cpp always holds JSON-escaped: only the
         # object's strings can be in two forms.
-        twice = _needs_escape(obj)
+        twice = special and _needs_escape(obj)
         if static and self._static is not None:
             values.update(_decide(self._static, static, obj, twice))
         if dynamic and self._dynamic is not None:
             values.update(_decide(self._dynamic, dynamic, obj, twice))
-        return [[ep, values[ep]] for ep in wanted if values[ep] is not _UNDEFINED]
+        return [[ep, values[ep]] for ep in wanted if values[ep] is not regoio.UNDEFINED]
 
 
-def _decide(compiled: tuple[Any, Any], entrypoints: list[str], obj: Any,
-            twice: bool) -> dict[str, Any]:
-    interp, bundle = compiled
-    interp.set_input(obj)
-    raw = {ep: _query(interp, bundle, ep, _lenient if twice else _strict) for ep in entrypoints}
+def _decide(compiled: Compiled, entrypoints: list[str], obj: Any, twice: bool) -> dict[str, Any]:
+    interp = compiled.interp
+    regoio.set_input(interp, obj)
+    raw = _run(compiled, entrypoints, regoio.lenient if twice else regoio.strict)
     if not twice:
         return raw
     interp.set_input_term(json.dumps(obj, ensure_ascii=False))
-    escaped = {ep: _query(interp, bundle, ep, _strict) for ep in entrypoints}
+    escaped = _run(compiled, entrypoints, regoio.strict)
     for ep in entrypoints:
-        if _canonical(raw[ep]) != _canonical(escaped[ep]):
-            raise Undecidable(
+        if regoio.canonical(raw[ep]) != regoio.canonical(escaped[ep]):
+            raise regoio.Undecidable(
                 f"{ep}: the embedded engine (regopy) decides differently on strings that hold "
                 f"quotes, backslashes or control characters; use the OPA engine for such objects")
     return raw
 
 
-def _query(interp: Any, bundle: Any, ep: str, decode: Callable[[str], str]) -> Any:
-    from regopy import rego_shared as rs
-
-    # The low-level calls, not regopy's Output: it json.loads() the printed result, which is
-    # neither JSON for an undefined rule nor for a string holding a raw `"` or `\`.
-    out = rs.rego_bundle_query_entrypoint(interp._impl, bundle._impl, ep)
-    try:
-        text = rs.rego_output_string(out)
-        if not rs.rego_output_ok(out):
-            raise ValueError(f"{ep}: {text[:500]}")
-        if text == "undefined":
-            return _UNDEFINED
-        results = _children(rs.rego_output_node(out))
-        if not results:
-            return _UNDEFINED
-        if len(results) != 1:
-            raise Undecidable(f"{ep}: {len(results)} results for one rule")
-        terms = [c for c in _children(results[0]) if rs.rego_node_type(c) == rs.NodeKind.Terms]
-        values = _children(terms[0]) if terms else []
-        if not values:
-            return _UNDEFINED
-        return _value(values[0], decode, ep)
-    finally:
-        rs.rego_free_output(out)
-
-
-def _children(node: Any) -> list[Any]:
-    from regopy import rego_shared as rs
-
-    return [rs.rego_node_get(node, i) for i in range(rs.rego_node_size(node))]
-
-
-def _value(node: Any, decode: Callable[[str], str], ep: str) -> Any:
-    from regopy import rego_shared as rs
-
-    kind = rs.rego_node_type(node)
-    k = rs.NodeKind
-    if kind in (k.Term, k.Scalar):
-        return _value(_children(node)[0], decode, ep)
-    if kind == k.String:
-        # the node's JSON, not its value: rego-cpp holds some strings with their quotes
-        return decode(rs.rego_node_json(node))
-    if kind == k.Int:
-        return int(rs.rego_node_value(node))
-    if kind == k.Float:
-        return float(rs.rego_node_value(node))
-    if kind == k.Boolean:
-        return rs.rego_node_value(node) == "true"
-    if kind == k.Null:
-        return None
-    if kind == k.Array:
-        return [_value(c, decode, ep) for c in _children(node)]
-    if kind == k.Set:
-        # OPA answers a set as an array; order it the same way in every run
-        return sorted((_value(c, decode, ep) for c in _children(node)), key=_canonical)
-    if kind == k.Object:
-        obj = {}
-        for item in _children(node):
-            key_node, value_node = _children(item)
-            key = _value(key_node, decode, ep)
-            obj[key if isinstance(key, str) else json.dumps(key)] = _value(value_node, decode, ep)
-        return obj
-    raise Undecidable(f"{ep}: the embedded engine answered a {kind.name} value")
-
-
-def _strict(token: str) -> str:
-    """A string as rego-cpp prints it (a JSON literal), as the string it stands for."""
-    try:
-        value = json.loads(token)
-    except ValueError:
-        value = None
-    if not isinstance(value, str):
-        raise Undecidable(f"the embedded engine produced a string it cannot represent: {token[:80]!r}")
-    return value
-
-
-def _lenient(token: str) -> str:
-    """A string printed with raw (input) and JSON-literal (policy) parts mixed: undo the escapes
-    only. Wrong when the input itself held such a sequence; then the escaped run disagrees."""
-    if len(token) < 2 or token[0] != '"' or token[-1] != '"':
-        raise Undecidable(f"the embedded engine produced a string it cannot represent: {token[:80]!r}")
-    return _ESCAPE.sub(lambda m: str(json.loads(f'"{m.group(0)}"')), token[1:-1])
-
-
-def _canonical(value: Any) -> str:
-    return "<undefined>" if value is _UNDEFINED else json.dumps(value, sort_keys=True)
+def _run(compiled: Compiled, entrypoints: list[str], decode: Callable[[str], str]) -> dict[str, Any]:
+    """The value of each entry point for the current input (regoio.UNDEFINED when undefined)."""
+    interp, bundle = compiled.interp, compiled.bundle
+    if not compiled.combined or entrypoints != compiled.entrypoints:
+        # A subset of the group: only what was asked for is evaluated (an unrequested rule
+        # that fails must not fail the request).
+        return {ep: regoio.query(interp, bundle, ep, decode) for ep in entrypoints}
+    # the generated rule's value: an array of one array per entry point, both by construction
+    rows = regoio.query(interp, bundle, WRAPPER_ENTRYPOINT, decode, arrays=2)
+    if not isinstance(rows, list) or len(rows) != len(entrypoints):
+        raise regoio.Undecidable(f"the combined rule answered {str(rows)[:80]}")
+    out = {}
+    for ep, value in zip(entrypoints, rows, strict=True):
+        if not isinstance(value, list) or len(value) > 1:
+            n = len(value) if isinstance(value, list) else "?"
+            raise regoio.Undecidable(f"{ep}: {n} results for one rule")
+        out[ep] = value[0] if value else regoio.UNDEFINED
+    return out
 
 
 def canonical_literals(src: str) -> str:
@@ -315,7 +301,7 @@ def main() -> None:
                                                                 req.get("entrypoints"))}
             else:
                 reply = {"ok": False, "error": f"unknown op {req.get('op')!r}"}
-        except (Undecidable, CompileError) as e:
+        except (regoio.Undecidable, CompileError) as e:
             reply = {"ok": False, "error": str(e)[:2000]}
         except Exception as e:
             reply = {"ok": False, "error": f"{type(e).__name__}: {e}"[:2000]}

@@ -24,7 +24,8 @@ from tests.bed import samples
 from tests.bed.gitcli import Git
 from tests.bed.server import Server
 
-SUMMARY = re.compile(r"^pushgate: (\d+) errors?, (\d+) warnings? in \d+ files?\b")
+SUMMARY = re.compile(r"^pushgate: (\d+) errors?, (\d+) warnings?(?:, \d+ exceptions?)?; "
+                     r"checked \d+ files?, \d+ objects?$")
 
 
 # -- helpers ------------------------------------------------------------------------------------
