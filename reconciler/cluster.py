@@ -11,6 +11,7 @@ retrying it forever while reporting an outage would hide it.
 from __future__ import annotations
 
 import errno
+import hashlib
 import http.client
 import os
 import socket
@@ -82,7 +83,11 @@ class Cluster:
                  force_conflicts: bool = True) -> None:
         from kubernetes.dynamic import DynamicClient
 
-        cache = os.path.join(tempfile.gettempdir(), f"pushgate-discovery-{os.getpid()}.json")
+        # One discovery cache per process and API server: the client trusts a fresh cache file
+        # whatever server it came from.
+        host = str(getattr(getattr(api_client, "configuration", None), "host", ""))
+        tag = hashlib.sha256(host.encode()).hexdigest()[:12]
+        cache = os.path.join(tempfile.gettempdir(), f"pushgate-discovery-{os.getpid()}-{tag}.json")
         try:
             self.dyn = DynamicClient(api_client, cache_file=cache)
         except Exception as e:  # discovery needs the API server

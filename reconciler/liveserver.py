@@ -157,8 +157,16 @@ class _Handler(BaseHTTPRequestHandler):
         scheme, _, value = self.headers.get("Authorization", "").partition(" ")
         if scheme.lower() == "bearer" and hmac.compare_digest(value.strip().encode(), self.server.token):
             return True
+        self._drain()
         self._error(401, "a valid bearer token is required", {"WWW-Authenticate": "Bearer"})
         return False
+
+    def _drain(self, limit: int = 1 << 20) -> None:
+        """Read a small unread body before answering early, so a client still sending it gets
+        the answer instead of a broken pipe."""
+        raw = self.headers.get("Content-Length", "")
+        if raw.strip().isdigit() and 0 < int(raw) <= limit:
+            self.rfile.read(int(raw))
 
     def _body(self) -> Any:
         if "chunked" in self.headers.get("Transfer-Encoding", "").lower():
