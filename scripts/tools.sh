@@ -1,6 +1,6 @@
 #!/usr/bin/env bash
 # Builds the pinned real components (kube-apiserver, kube-controller-manager, kubectl, etcd, opa,
-# kustomize, helm, kubeconform, conftest) from their Go modules into a cache outside the clone,
+# kustomize, helm, kubeconform, conftest, gator, the OCI registry) from their Go modules into a cache outside the clone,
 # keyed by version, and reuses them when present.
 #
 #   scripts/tools.sh            build what is missing, print the bin directory
@@ -103,6 +103,8 @@ tool_path() {  # name -> cached path
     kubeconform) echo "$bindir/kubeconform-$KUBECONFORM_VERSION";;
     conftest) echo "$bindir/conftest-$CONFTEST_VERSION";;
     helm) echo "$bindir/helm-$HELM_VERSION";;
+    gator) echo "$bindir/gator-$GATEKEEPER_VERSION";;
+    registry) echo "$bindir/registry-$DISTRIBUTION_VERSION";;
     *) die "unknown tool '$1'";;
   esac
 }
@@ -124,6 +126,8 @@ ensure() {  # name
       kubeconform) go_install github.com/yannh/kubeconform/cmd/kubeconform "$KUBECONFORM_VERSION" "$tmp";;
       conftest) go_install github.com/open-policy-agent/conftest "$CONFTEST_VERSION" "$tmp";;
       helm) go_install helm.sh/helm/v3/cmd/helm "$HELM_VERSION" "$tmp";;
+      gator) go_install github.com/open-policy-agent/gatekeeper/v3/cmd/gator "$GATEKEEPER_VERSION" "$tmp";;
+      registry) go_install github.com/distribution/distribution/v3/cmd/registry "$DISTRIBUTION_VERSION" "$tmp";;
     esac
   ) > "$log" 2>&1; then
     rm -f "$tmp"
@@ -134,7 +138,7 @@ ensure() {  # name
   echo "tools.sh: built $1 in $((SECONDS - start)) s" >&2
 }
 
-all_tools="opa kustomize helm etcd kube-apiserver kube-controller-manager kubectl kubeconform conftest"
+all_tools="opa kustomize helm etcd kube-apiserver kube-controller-manager kubectl kubeconform conftest gator registry"
 
 # One build at a time per cache: parallel CI runs and a developer's shell share it.
 exec 9> "$cache/.lock"

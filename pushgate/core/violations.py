@@ -27,6 +27,7 @@ def sanitize(text: str) -> str:
 class Severity(Enum):
     ERROR = "error"
     WARNING = "warning"
+    DRYRUN = "dryrun"  # a Gatekeeper constraint in dryrun: reported, never blocking
 
 
 @dataclass(frozen=True, order=True)
@@ -49,7 +50,7 @@ class Violation:
         if self.obj:
             parts.append(self.obj)
         parts.append(f"[{self.rule}]")
-        tag = "warning: " if self.severity is Severity.WARNING else ""
+        tag = {Severity.WARNING: "warning: ", Severity.DRYRUN: "dryrun: "}.get(self.severity, "")
         return sanitize(f"{tag}{' '.join(parts)} {self.message}")
 
     @property
@@ -65,8 +66,15 @@ def warning(path: str, line: int, obj: str, rule: str, message: str) -> Violatio
     return Violation(path, line, obj, rule, message, Severity.WARNING)
 
 
+def dryrun(path: str, line: int, obj: str, rule: str, message: str) -> Violation:
+    return Violation(path, line, obj, rule, message, Severity.DRYRUN)
+
+
+_ORDER = {Severity.ERROR: 0, Severity.WARNING: 1, Severity.DRYRUN: 2}
+
+
 def _sort_key(v: Violation) -> tuple[int, str, int, str, str, str]:
-    return (0 if v.is_error else 1, v.path, v.line, v.obj, v.rule, v.message)
+    return (_ORDER[v.severity], v.path, v.line, v.obj, v.rule, v.message)
 
 
 def _count(n: int, noun: str) -> str:
@@ -82,7 +90,10 @@ def summary(violations: Iterable[Violation], *, files: int | None = None,
     """
     vs = list(violations)
     errors = sum(1 for v in vs if v.is_error)
-    head = f"{_count(errors, 'error')}, {_count(len(vs) - errors, 'warning')}"
+    dry = sum(1 for v in vs if v.severity is Severity.DRYRUN)
+    head = f"{_count(errors, 'error')}, {_count(len(vs) - errors - dry, 'warning')}"
+    if dry:
+        head += f", {dry} dry-run"
     if exceptions:
         head += f", {_count(exceptions, 'exception')}"
     if files is None and objects is None:

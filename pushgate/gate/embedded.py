@@ -76,10 +76,11 @@ class EmbeddedEngine:
         )
         p = _Proc(proc)
         modules = [[m.path, m.source] for m in self.policies.modules]
-        pushed = self.policies.push_entrypoints
+        pushed = self.policies.engine_push_entrypoints
         self._send(p, {"op": "load", "modules": modules,
-                       "static": [ep for ep in self.policies.entrypoints if ep not in pushed],
-                       "push": [ep for ep in self.policies.entrypoints if ep in pushed]}, "load")
+                       "static": [ep for ep in self.policies.engine_entrypoints if ep not in pushed],
+                       "push": [ep for ep in self.policies.engine_entrypoints if ep in pushed],
+                       "single": [r.entrypoint for r in self.policies.gatekeeper_rules]}, "load")
         return p
 
     def _send(self, p: _Proc, req: dict[str, Any], tag: Any) -> None:
@@ -176,9 +177,12 @@ class EmbeddedEngine:
             if self._alive() is None:
                 self._proc = self._spawn()
             assert self._proc is not None
-            eps = list(entrypoints) if entrypoints is not None else None
+            # None: conftest's rules (a Gatekeeper template's rule is always asked by name)
+            eps = list(entrypoints) if entrypoints is not None else (
+                list(self.policies.entrypoints) if self.policies.gatekeeper_rules else None)
             # The push goes only where a policy can read it: it changes with every push.
-            ctx = push if self.policies.push_entrypoints & set(eps or self.policies.entrypoints) else {}
+            ctx = push if self.policies.engine_push_entrypoints & set(
+                eps or self.policies.entrypoints) else {}
             objects = list(objects)
             if len(objects) >= PARALLEL_MIN and self.workers > 1:
                 while len(self._helpers) < min(self.workers, len(objects) // CHUNK) - 1:

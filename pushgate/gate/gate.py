@@ -29,7 +29,8 @@ from pushgate.build.config import BuildConfig
 from pushgate.build.sources import SourceTree
 from pushgate.core import manifests, scopes
 from pushgate.core import violations as pv
-from pushgate.gate import policies, schemas
+from pushgate.gate import gatekeeper, policies, schemas
+from pushgate.gate.regoworker import UNDECIDABLE
 
 __all__ = ["Build", "Gate", "GateConfig", "GateTimeout"]
 
@@ -71,6 +72,10 @@ class Gate:
         # key with every group's parts: conftest's contract is applied once per result.
         self._outcomes: dict[tuple[str, ...], _Outcome] = {}
         self._policy_set: policies.PolicySet | None = getattr(engine, "policies", None)
+        # Gatekeeper results per (object, constraint), keyed like the policy outcomes plus the
+        # constraint and the object's Namespace (its labels select, and the template sees it);
+        # templates that read data.inventory depend on the whole tree and are never cached.
+        self._gk_results: dict[tuple[str, ...], tuple[pv.Violation, ...]] = {}
         self._last_crds: list[dict[str, Any]] = []  # the CRDs of the last tree checked (prefetch)
         # One check at a time: a check fills the caches the next one reads (a warm-up and a
         # push never do the same work twice), and the engine serves one caller anyway.
@@ -132,6 +137,7 @@ class Gate:
                 found.extend(cached)
         b.digest()  # remembered by the Build: the verdict needs it, and the engine is busy
         outcomes = policy()
+        found.extend(self._gatekeeper(b, deadline))
         exceptions: list[policies.PolicyException] = []
         for violations, granted in outcomes:
             if violations:
@@ -232,6 +238,74 @@ class Gate:
 
         # The engine works in other processes: this one goes on with the schemas meanwhile.
         return _background(decide)
+
+    def _gatekeeper(self, b: Build, deadline: float) -> list[pv.Violation]:
+        """Every Constraint against every object it matches, with Gatekeeper's input."""
+        ps = self._policy_set
+        gk = ps.gatekeeper if ps is not None else None
+        if self.engine is None or gk is None or not gk.constraints or not b.manifests:
+            return []
+        assert ps is not None
+        objs = [m.obj for m in b.manifests]
+        nss = gatekeeper.namespaces(objs)
+        ns_keys = {name: policies.context_key(ns) for name, ns in nss.items()}
+        inventory: dict[str, Any] | None = None
+        found: list[pv.Violation] = []
+        for t in gk.templates:
+            todo: list[tuple[int, gatekeeper.Constraint, tuple[str, ...]]] = []
+            key: tuple[str, ...]
+            for c in gk.constraints:
+                if c.kind != t.kind:
+                    continue
+                for i, m in enumerate(b.manifests):
+                    ns_name = m.name if m.kind == "Namespace" else m.namespace
+                    ns_obj = nss.get(ns_name) if m.namespace else None
+                    if not gatekeeper.matches(c, m.obj, ns_obj):
+                        continue
+                    key = (b.keys[i], m.path, m.namespace, ps.version, c.digest,
+                           ns_keys.get(m.namespace, "") if m.namespace else "")
+                    hit = None if t.reads_inventory or not b.keys[i] else self._gk_results.get(key)
+                    if hit is None:
+                        todo.append((i, c, key))
+                    else:
+                        found.extend(hit)
+            if not todo:
+                continue
+            ctx: dict[str, Any] = {}
+            if t.reads_inventory:
+                if inventory is None:
+                    inventory = gatekeeper.inventory(objs)
+                ctx = {"inventory": inventory}
+            inputs = []
+            for i, c, _ in todo:
+                m = b.manifests[i]
+                ns_obj = nss.get(m.namespace) if m.namespace else None
+                inputs.append({"review": gatekeeper.review(m.obj, ns_obj), "parameters": c.parameters})
+            rows = self._run_inputs(inputs, ctx, [t.entrypoint], deadline)
+            make = {"deny": pv.error, "warn": pv.warning, "dryrun": pv.dryrun}
+            for (i, c, key), row in zip(todo, rows, strict=True):
+                m = b.manifests[i]
+                value = dict(row).get(t.entrypoint, [])
+                out = tuple(make[c.action](m.path, m.line, m.ref, c.rule, msg)
+                            for msg, _ in gatekeeper.messages(value))
+                out += tuple(pv.error(m.path, m.line, m.ref, c.rule, f"not decided: {v}")
+                             for ep, v in row if ep == UNDECIDABLE)
+                if not t.reads_inventory and b.keys[i]:
+                    _bounded(self._gk_results)[key] = out
+                found.extend(out)
+        return found
+
+    def _run_inputs(self, inputs: list[dict[str, Any]], ctx: dict[str, Any], eps: list[str],
+                    deadline: float) -> _Rows:
+        assert self.engine is not None
+        left = deadline - time.monotonic()
+        if left <= 0:
+            raise GateTimeout(f"gate time limit of {self.config.timeout:.0f}s exceeded")
+        try:
+            return self.engine.evaluate(inputs, ctx, left, eps)
+        except policies.EngineTimeout as e:
+            raise GateTimeout(f"gate time limit of {self.config.timeout:.0f}s exceeded "
+                              f"(policy evaluation)") from e
 
     def _rows(self, b: Build, indices: list[int], ctx: dict[str, Any], push_key: str,
               deadline: float) -> _Rows:

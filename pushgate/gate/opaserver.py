@@ -16,6 +16,7 @@ from __future__ import annotations
 
 import contextlib
 import json
+import re
 import threading
 from collections.abc import Sequence
 from concurrent.futures import ThreadPoolExecutor
@@ -62,12 +63,24 @@ class OpaServerEngine:
         return OpaClient(**self._client_args, timeout=max(0.5, timeout))
 
     def _verify(self, client: OpaClient) -> None:
-        """Every entry point of the policy set is a rule the server has loaded."""
+        """Every entry point of the policy set is a rule the server has loaded. Gatekeeper
+        templates are pushgate's own translation (see `gatekeeper`): uploaded here, under
+        `pushgate/gatekeeper/...` policy ids, so the server evaluates exactly what the embedded
+        engine does."""
+        gk = self.policies.gatekeeper
+        for t in gk.templates if gk is not None else ():
+            for name, src in t.modules:
+                policy_id = "pushgate/gatekeeper/" + re.sub(r"[^A-Za-z0-9_.-]", "_", name)
+                try:
+                    client.update_policy_from_string(src, policy_id, rego_compat=False)
+                except Exception as e:
+                    raise EngineUnavailable(f"OPA at {self.url} refused Gatekeeper template "
+                                            f"{t.kind} ({name}): {_short(e)}") from e
         loaded: set[str] = set()
         for info in client.get_policies_info().values():
             for url in info.get("rules", []):
                 loaded.add(str(url).split("/data/", 1)[-1])
-        missing = [ep for ep in self.policies.entrypoints if ep not in loaded]
+        missing = [ep for ep in self.policies.engine_entrypoints if ep not in loaded]
         if missing:
             raise EngineUnavailable(f"OPA at {self.url} has not loaded the policy rules "
                                     f"{', '.join(missing)} (it must serve {self.policies.directory})")

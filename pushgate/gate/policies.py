@@ -33,7 +33,7 @@ from dataclasses import dataclass, field
 from typing import Any, Protocol
 
 from pushgate.core import violations as pv
-from pushgate.gate import regoplan
+from pushgate.gate import gatekeeper, regoplan
 from pushgate.gate.regoworker import UNDECIDABLE
 
 _PACKAGE = re.compile(r"^\s*package\s+([A-Za-z_][\w.]*)\s*$", re.M)
@@ -78,6 +78,23 @@ class PolicySet:
     namespaces: tuple[str, ...] | None = None
     rules: tuple[regoplan.Rule, ...] = ()  # the entry-point rules of those packages, sorted
     version: str = field(default="", compare=False)
+    # Gatekeeper templates and constraints of the directory: each template's `violation` rule
+    # is evaluated per matching (object, constraint) with Gatekeeper's input, not conftest's.
+    gatekeeper: gatekeeper.GatekeeperSet | None = None
+    gatekeeper_rules: tuple[regoplan.Rule, ...] = ()
+
+    @property
+    def engine_rules(self) -> tuple[regoplan.Rule, ...]:
+        """Every rule an engine must be able to evaluate: conftest's and the templates'."""
+        return self.rules + self.gatekeeper_rules
+
+    @property
+    def engine_entrypoints(self) -> list[str]:
+        return [r.entrypoint for r in self.engine_rules]
+
+    @property
+    def engine_push_entrypoints(self) -> frozenset[str]:
+        return frozenset(r.entrypoint for r in self.engine_rules if r.reads_data)
 
     @property
     def entrypoints(self) -> list[str]:
@@ -102,6 +119,8 @@ class PolicySet:
         for r in self.rules:
             ctx = ", reads the push context" if r.reads_data else ""
             lines.append(f"  {r.entrypoint} ({r.kind}{ctx})")
+        if self.gatekeeper is not None:
+            lines.extend(self.gatekeeper.describe())
         return lines
 
     def outcome(self, row: Sequence[tuple[str, Any]], *, path: str, ref: str,
@@ -168,10 +187,17 @@ def load(directory: str, namespaces: Sequence[str] | None = None) -> PolicySet:
             except (OSError, UnicodeDecodeError) as e:
                 raise PolicyError(f"{rel}: cannot read: {e}") from e
             modules.append(_parse(rel, src))
-    if not modules:
-        raise PolicyError(f"policy directory {directory} holds no .rego policies")
-    version = _version(modules, chosen)
-    plan = _compile(modules)
+    try:
+        gk = gatekeeper.load(directory)
+    except gatekeeper.GatekeeperError as e:
+        raise PolicyError(f"{e}") from None
+    if not modules and gk is None:
+        raise PolicyError(f"policy directory {directory} holds no .rego policies and no "
+                          f"Gatekeeper templates")
+    gk_modules = [Module(name, t.package if name.endswith("/template.rego") else "", src)
+                  for t in (gk.templates if gk else ()) for name, src in t.modules]
+    version = _version(modules + gk_modules, chosen)
+    plan = _compile(modules + gk_modules)
     packages = {m.package for m in modules}
     considered = packages if chosen is None else packages & set(chosen)
     roots = {pkg.split(".")[0] for pkg in packages} | {"pushgate"}
@@ -183,13 +209,24 @@ def load(directory: str, namespaces: Sequence[str] | None = None) -> PolicySet:
             f"policies read {', '.join(f'data.{m}' for m in missing)}, which pushgate does not provide "
             f"(policies get only data.pushgate.push and their own rules)")
     found = tuple(r for r in regoplan.rules(plan, considered) if r.kind)
+    gk_found: tuple[regoplan.Rule, ...] = ()
+    if gk is not None:
+        wanted = {t.entrypoint for t in gk.templates}
+        gk_found = tuple(r for r in regoplan.rules(plan, {t.package for t in gk.templates})
+                         if r.entrypoint in wanted)
+        missing_eps = sorted(wanted - {r.entrypoint for r in gk_found})
+        if missing_eps:
+            raise PolicyError(f"gatekeeper templates without a violation rule after compiling: "
+                              f"{', '.join(missing_eps)}")
+    if gk is not None and not modules:
+        return PolicySet(directory, tuple(gk_modules), chosen, (), version, gk, gk_found)
     if not any(r.kind in ("failure", "warning") for r in found):
         where = "any package" if chosen is None else "package " + ", ".join(chosen)
         raise PolicyError(
             f"policy directory {directory} has no entry point in {where}: no rule named deny, "
             f"violation, warn, deny_<name>, violation_<name> or warn_<name> (packages present: "
             f"{', '.join(sorted(packages))})")
-    return PolicySet(directory, tuple(modules), chosen, found, version)
+    return PolicySet(directory, tuple(modules + gk_modules), chosen, found, version, gk, gk_found)
 
 
 def _parse(rel: str, src: str) -> Module:
@@ -197,9 +234,9 @@ def _parse(rel: str, src: str) -> Module:
     pkg = _PACKAGE.search(code)
     if pkg is None:
         raise PolicyError(f"{rel}: no package declaration")
-    if pkg.group(1) == "pushgate" or pkg.group(1).startswith("pushgate.push"):
-        raise PolicyError(f"{rel}: package {pkg.group(1)} would hide data.pushgate.push, the push "
-                          f"context: use another package name")
+    if pkg.group(1) == "pushgate" or pkg.group(1).startswith(("pushgate.push", "pushgate.gatekeeper")):
+        raise PolicyError(f"{rel}: package {pkg.group(1)} would hide data.pushgate.push (the push "
+                          f"context) or the Gatekeeper templates: use another package name")
     for pattern in _V0_HEADS:
         m = pattern.search(code)
         if m:

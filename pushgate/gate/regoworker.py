@@ -90,6 +90,7 @@ class Worker:
         self.modules: list[tuple[str, str]] = []
         self.static: list[str] = []
         self.push_eps: list[str] = []
+        self.single: list[str] = []  # static entry points kept out of the combined rule
         self._static: Compiled | None = None
         self._dynamic: Compiled | None = None
         self._push_key: str | None = None
@@ -114,8 +115,13 @@ class Worker:
             with open(os.path.join(d, "plan.json"), encoding="utf-8") as f:
                 return json.load(f)
 
-    def load(self, modules: Sequence[tuple[str, str]], static: list[str], push: list[str]) -> None:
+    def load(self, modules: Sequence[tuple[str, str]], static: list[str], push: list[str],
+             single: Sequence[str] = ()) -> None:
+        """`single`: static entry points always asked one at a time (a Gatekeeper template's
+        rule, whose input is not an object): compiled with the others, not in their combined
+        rule, so asking for the others still takes one query."""
         self.modules = [(name, canonical_literals(src)) for name, src in modules]
+        self.single = [ep for ep in single if ep in static]
         self.static, self.push_eps = static, push
         self._static = self._build(static, None) if static else None
         self._dynamic, self._push_key = None, None
@@ -137,18 +143,20 @@ class Worker:
         interp = Interpreter()
         for name, src in self.modules:
             interp.add_module(name, src)
-        if combined:
+        together = [ep for ep in entrypoints if ep not in self.single]
+        if combined and together:
             try:
-                interp.add_module("pushgate-generated.rego", wrapper_module(entrypoints))
+                interp.add_module("pushgate-generated.rego", wrapper_module(together))
             except Exception as e:
                 raise CompileError(str(e)[:500]) from None
         if push is not None:
             interp.add_data({"pushgate": {"push": push}})
+        combined = combined and bool(together)
         eps = [WRAPPER_ENTRYPOINT, *entrypoints] if combined else list(entrypoints)
         bundle = interp.build(None, eps)
         if not bundle.ok():
             raise CompileError("the policies do not compile with this push context")
-        return Compiled(interp, bundle, list(entrypoints), combined)
+        return Compiled(interp, bundle, together if combined else list(entrypoints), combined)
 
     def evaluate(self, push: dict[str, Any], objects: list[Any],
                  entrypoints: list[str] | None) -> list[list[list[Any]]]:
@@ -294,7 +302,8 @@ def main() -> None:
                 reply: dict[str, Any] = {"ok": True, "plan": Worker.plan(
                     [(str(n), str(s)) for n, s in req["modules"]])}
             elif req["op"] == "load":
-                worker.load([(str(n), str(s)) for n, s in req["modules"]], req["static"], req["push"])
+                worker.load([(str(n), str(s)) for n, s in req["modules"]], req["static"], req["push"],
+                            req.get("single") or [])
                 reply = {"ok": True}
             elif req["op"] == "eval":
                 reply = {"ok": True, "results": worker.evaluate(req.get("push") or {}, req["objects"],

@@ -140,10 +140,11 @@ def test_unreadable_file_refused(tmp_path: Path) -> None:
 def test_empty_dir_refused(tmp_path: Path) -> None:
     empty = tmp_path / "empty"
     empty.mkdir()
-    assert refusal(empty) == f"policy directory {empty} holds no .rego policies"
+    assert refusal(empty) == f"policy directory {empty} holds no .rego policies and no Gatekeeper templates"
     only_tests = write(tmp_path / "tests-only", {"sub/only_test.rego": "package p_test\n\ntest_x if true\n",
                                                  "README.md": "x"})
-    assert refusal(only_tests) == f"policy directory {only_tests} holds no .rego policies"
+    assert refusal(only_tests) == (f"policy directory {only_tests} holds no .rego policies and no "
+                                   f"Gatekeeper templates")
 
 
 def test_missing_dir_refused(tmp_path: Path) -> None:
