@@ -1,16 +1,42 @@
-"""Health of live objects, the kstatus way, and of a commit as a whole. Pure: no I/O.
+"""Health of live objects, by kstatus's rules, and of a commit as a whole. Pure: no I/O.
 
-Called by the loop after an apply. Each object is Current, InProgress or Failed with a message;
-a commit is Ready (all Current), Progressing (some InProgress), Degraded (some objects could not
-be applied) or Failed (some object Failed, e.g. a Deployment past its progress deadline).
+Called by the loop after an apply and on every pass while it follows a commit. Each object is
+Current, InProgress, Failed or Terminating, with a message; a commit is Ready (all Current),
+Progressing (some InProgress or Terminating), Degraded (some objects could not be applied) or
+Failed (some object Failed, e.g. a Deployment past its progress deadline, a resource Stalled).
+
+The order is kstatus's (sigs.k8s.io/cli-utils/pkg/kstatus/status, `Compute`), for every kind:
+  1. generic rules: `metadata.deletionTimestamp` -> Terminating; `status.observedGeneration`
+     written and not `metadata.generation` -> InProgress (a condition, Stalled included, speaks
+     of the generation observed, not of the one applied); then the first `Reconciling=True`
+     (InProgress) or `Stalled=True` (Failed) condition, in the object's own order;
+  2. the rule of a built-in kind, if it has one (`kinds`, keyed by group/Kind as kstatus keys them);
+  3. otherwise the object's summary condition: `Ready` True -> Current, False or Unknown ->
+     InProgress; then (pushgate's addition, below) `Available`, read the same way;
+  4. otherwise Current: a kind that publishes none of these cannot be told apart from one that
+     is done (a ConfigMap, a custom resource without a controller or without status).
+
+Where pushgate is stricter than kstatus, on purpose:
+  - `Available`: kstatus reads only `Ready`. Operators and built-ins that publish `Available`
+    and no `Ready` (APIService, many operator-sdk resources) would otherwise be Current while
+    their controller says they are unavailable. `Ready`, when present, still decides alone: it
+    is the object's own summary, and an object kstatus calls Current stays Current here.
+  - Deployment, ReplicaSet, StatefulSet (like kstatus's DaemonSet): an object whose controller
+    has not written `status.observedGeneration` yet is InProgress, not judged by empty counts.
+  - PersistentVolumeClaim `Lost` is Failed (kstatus: InProgress): no controller binds it again.
+`now` is passed in (kstatus reads the clock) so that a Pod's 15-second scheduling grace is pure.
 """
 
 from __future__ import annotations
 
+import time
 from dataclasses import dataclass
 from typing import Any
 
-CURRENT, IN_PROGRESS, FAILED = "Current", "InProgress", "Failed"
+from reconciler import kinds
+
+CURRENT, IN_PROGRESS, FAILED, TERMINATING = kinds.CURRENT, kinds.IN_PROGRESS, kinds.FAILED, kinds.TERMINATING
+SUMMARY_CONDITIONS = ("Ready", "Available")
 
 
 @dataclass(frozen=True)
@@ -19,123 +45,71 @@ class Health:
     message: str = ""
 
 
-def _cond(obj: dict[str, Any], type_: str) -> dict[str, Any] | None:
-    for c in (obj.get("status") or {}).get("conditions") or []:
-        if c.get("type") == type_:
-            return dict(c)
+def assess(obj: dict[str, Any] | None, now: float | None = None) -> Health:
+    """The kstatus status of one live object (`None`: it is not in the cluster)."""
+    if obj is None:
+        return Health(FAILED, "not found in the cluster")
+    found = generic(obj)
+    if found is not None:
+        return found
+    rule = kinds.RULES.get(group_kind(obj))
+    if rule is not None:
+        status, message = rule(obj, time.time() if now is None else now)
+        return Health(status, message)
+    found = summary(obj)
+    return found if found is not None else Health(CURRENT, "resource is current")
+
+
+def group_kind(obj: dict[str, Any]) -> str:
+    """`apps/Deployment`, or `Service` for the core group: kstatus's key for its kind rules."""
+    api_version = str(obj.get("apiVersion") or "")
+    group = api_version.rpartition("/")[0]
+    kind = str(obj.get("kind") or "")
+    return f"{group}/{kind}" if group else kind
+
+
+def generic(obj: dict[str, Any]) -> Health | None:
+    """kstatus's `checkGenericProperties`: what decides for every kind, before its own rule."""
+    meta = obj.get("metadata") or {}
+    if meta.get("deletionTimestamp"):
+        return Health(TERMINATING, "scheduled for deletion")
+    gen, seen = meta.get("generation"), (obj.get("status") or {}).get("observedGeneration")
+    if kinds.is_int(gen) and kinds.is_int(seen) and gen != seen:
+        return Health(IN_PROGRESS, f"generation {gen} not yet observed (observed: {seen})")
+    for c in kinds.conditions(obj):
+        if c.get("status") != "True":
+            continue
+        if c.get("type") == "Reconciling":
+            return Health(IN_PROGRESS, kinds.described("Reconciling", c))
+        if c.get("type") == "Stalled":
+            return Health(FAILED, kinds.described("Stalled", c))
     return None
 
 
-def _generation_seen(obj: dict[str, Any]) -> bool:
-    gen = (obj.get("metadata") or {}).get("generation")
-    seen = (obj.get("status") or {}).get("observedGeneration")
-    return gen is None or (seen is not None and seen >= gen)
-
-
-def assess(obj: dict[str, Any] | None) -> Health:
-    if obj is None:
-        return Health(FAILED, "not found in the cluster")
-    if (obj.get("metadata") or {}).get("deletionTimestamp"):
-        return Health(IN_PROGRESS, "being deleted")
-    kind = obj.get("kind", "")
-    fn = _ASSESSORS.get(kind)
-    return fn(obj) if fn else Health(CURRENT, "")
-
-
-def _deployment(obj: dict[str, Any]) -> Health:
-    spec, st = obj.get("spec") or {}, obj.get("status") or {}
-    progressing = _cond(obj, "Progressing")
-    if progressing and progressing.get("reason") == "ProgressDeadlineExceeded":
-        return Health(FAILED, f"progress deadline exceeded: {progressing.get('message', '')}")
-    if not _generation_seen(obj):
-        return Health(IN_PROGRESS, "new generation not yet observed")
-    want = spec.get("replicas", 1)
-    updated, available = st.get("updatedReplicas", 0), st.get("availableReplicas", 0)
-    if updated < want:
-        return Health(IN_PROGRESS, f"{updated}/{want} replicas updated")
-    if st.get("replicas", 0) > updated:
-        return Health(IN_PROGRESS, f"{st.get('replicas', 0) - updated} old replicas pending termination")
-    if available < want:
-        return Health(IN_PROGRESS, f"{available}/{want} replicas available")
-    return Health(CURRENT, f"{available}/{want} replicas available")
-
-
-def _statefulset(obj: dict[str, Any]) -> Health:
-    spec, st = obj.get("spec") or {}, obj.get("status") or {}
-    if not _generation_seen(obj):
-        return Health(IN_PROGRESS, "new generation not yet observed")
-    want = spec.get("replicas", 1)
-    ready = st.get("readyReplicas", 0)
-    if ready < want:
-        return Health(IN_PROGRESS, f"{ready}/{want} replicas ready")
-    strategy = (spec.get("updateStrategy") or {}).get("type", "RollingUpdate")
-    if strategy == "RollingUpdate" and st.get("updateRevision") and \
-            st.get("currentRevision") != st.get("updateRevision"):
-        return Health(IN_PROGRESS, "rolling update in progress")
-    return Health(CURRENT, f"{ready}/{want} replicas ready")
-
-
-def _daemonset(obj: dict[str, Any]) -> Health:
-    st = obj.get("status") or {}
-    if not _generation_seen(obj):
-        return Health(IN_PROGRESS, "new generation not yet observed")
-    want = st.get("desiredNumberScheduled", 0)
-    for field in ("updatedNumberScheduled", "numberAvailable"):
-        if st.get(field, 0) < want:
-            return Health(IN_PROGRESS, f"{st.get(field, 0)}/{want} {field}")
-    return Health(CURRENT, f"{want} scheduled and available")
-
-
-def _job(obj: dict[str, Any]) -> Health:
-    failed = _cond(obj, "Failed")
-    if failed and failed.get("status") == "True":
-        return Health(FAILED, f"job failed: {failed.get('reason', '')} {failed.get('message', '')}".strip())
-    done = _cond(obj, "Complete")
-    if done and done.get("status") == "True":
-        return Health(CURRENT, "job complete")
-    return Health(IN_PROGRESS, "job running")
-
-
-def _pvc(obj: dict[str, Any]) -> Health:
-    phase = (obj.get("status") or {}).get("phase", "")
-    if phase == "Bound":
-        return Health(CURRENT, "bound")
-    if phase == "Lost":
-        return Health(FAILED, "volume lost")
-    return Health(IN_PROGRESS, f"phase {phase or 'Pending'}")
-
-
-def _service(obj: dict[str, Any]) -> Health:
-    spec = obj.get("spec") or {}
-    if spec.get("type") == "LoadBalancer":
-        ingress = ((obj.get("status") or {}).get("loadBalancer") or {}).get("ingress")
-        if not ingress:
-            return Health(IN_PROGRESS, "waiting for a load balancer address")
-    if spec.get("type") != "ExternalName" and not spec.get("clusterIP"):
-        return Health(IN_PROGRESS, "no cluster IP yet")
-    return Health(CURRENT, "")
-
-
-def _crd(obj: dict[str, Any]) -> Health:
-    est = _cond(obj, "Established")
-    if est and est.get("status") == "True":
-        return Health(CURRENT, "established")
-    return Health(IN_PROGRESS, "not established yet")
-
-
-_ASSESSORS = {"Deployment": _deployment, "StatefulSet": _statefulset, "DaemonSet": _daemonset,
-              "Job": _job, "PersistentVolumeClaim": _pvc, "Service": _service,
-              "CustomResourceDefinition": _crd}
+def summary(obj: dict[str, Any]) -> Health | None:
+    """kstatus's `checkReadyCondition`, extended to `Available` when there is no `Ready`."""
+    for type_ in SUMMARY_CONDITIONS:
+        for c in kinds.conditions(obj):
+            if c.get("type") != type_:
+                continue
+            if c.get("status") == "True":
+                return Health(CURRENT, f"{type_}=True")
+            if c.get("status") in ("False", "Unknown"):
+                return Health(IN_PROGRESS, kinds.described(f"{type_}={c['status']}", c))
+    return None
 
 
 def verdict(healths: list[Health], apply_failures: int) -> tuple[str, str]:
     """(Ready | Progressing | Degraded | Failed, reason) for a commit."""
     failed = sum(1 for h in healths if h.status == FAILED)
     waiting = sum(1 for h in healths if h.status == IN_PROGRESS)
+    leaving = sum(1 for h in healths if h.status == TERMINATING)
     if failed:
         return "Failed", f"{failed} object(s) failed"
-    if waiting:
-        return "Progressing", f"{waiting} object(s) in progress"
+    if waiting or leaving:
+        parts = [f"{waiting} object(s) in progress"] if waiting else []
+        parts += [f"{leaving} object(s) terminating"] if leaving else []
+        return "Progressing", ", ".join(parts)
     if apply_failures:
         return "Degraded", f"{apply_failures} object(s) could not be applied"
     return "Ready", "all objects applied and healthy"

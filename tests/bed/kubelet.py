@@ -4,7 +4,10 @@ The bed has no nodes, so Pods created by the controller manager would stay Pendi
 thread registers one Ready node, binds unscheduled Pods to it and marks them Running and Ready,
 so workload health (Deployment available, rollout complete) is computed by the real controllers.
 A Pod whose container image ends in `:crashloop` is bound but left not ready, in
-CrashLoopBackOff, so failure paths (progress deadline exceeded) are real too.
+CrashLoopBackOff, so failure paths (progress deadline exceeded) are real too. A Pod whose image
+contains `never-ready`, or that carries the annotation `bed.pushgate.dev/never-ready: "true"` (from
+its template), is bound but never starts: Pending, its containers in ImagePullBackOff, as with an
+image that cannot be pulled; written once, so the Pod stays so until it is deleted.
 """
 
 from __future__ import annotations
@@ -20,6 +23,8 @@ from kubernetes.client.exceptions import ApiException
 
 NODE = "bed-node"
 CRASHLOOP_SUFFIX = ":crashloop"
+NEVER_READY_MARKER = "never-ready"
+NEVER_READY_ANNOTATION = "bed.pushgate.dev/never-ready"
 
 
 def _now() -> str:
@@ -100,7 +105,34 @@ class FakeKubelet:
                 continue
             if status.get("phase") in ("Running", "Succeeded", "Failed"):
                 continue
+            if never_ready(pod):
+                if not status.get("containerStatuses"):
+                    self._hold_pod(pod)
+                continue
             self._start_pod(pod)
+
+    def _hold_pod(self, pod: dict[str, Any]) -> None:
+        """What a kubelet reports for an image it cannot pull: Pending, not ready, back-off."""
+        meta, spec = pod["metadata"], pod["spec"]
+        now = _now()
+        body = {"status": {
+            "phase": "Pending", "hostIP": "127.0.0.1", "startTime": now,
+            "conditions": [
+                {"type": t, "status": s, "lastTransitionTime": now,
+                 **({} if s == "True" else {"reason": "ContainersNotReady",
+                                            "message": "containers with unready status"})}
+                for t, s in (("PodScheduled", "True"), ("Initialized", "True"),
+                             ("ContainersReady", "False"), ("Ready", "False"))],
+            "containerStatuses": [
+                {"name": c["name"], "image": c["image"], "imageID": "", "ready": False,
+                 "restartCount": 0, "started": False,
+                 "state": {"waiting": {"reason": "ImagePullBackOff",
+                                       "message": f'Back-off pulling image "{c["image"]}"'}}}
+                for c in spec["containers"]],
+        }}
+        with contextlib.suppress(ApiException):
+            self._raw("PATCH", f"/api/v1/namespaces/{meta['namespace']}/pods/{meta['name']}/status",
+                      body, "application/merge-patch+json")
 
     def _start_pod(self, pod: dict[str, Any]) -> None:
         meta, spec = pod["metadata"], pod["spec"]
@@ -127,3 +159,10 @@ class FakeKubelet:
         with contextlib.suppress(ApiException):
             self._raw("PATCH", f"/api/v1/namespaces/{meta['namespace']}/pods/{meta['name']}/status",
                       body, "application/merge-patch+json")
+
+
+def never_ready(pod: dict[str, Any]) -> bool:
+    """Whether the stand-in must leave this Pod as if its image could never be pulled."""
+    annotations = pod["metadata"].get("annotations") or {}
+    return annotations.get(NEVER_READY_ANNOTATION) == "true" or any(
+        NEVER_READY_MARKER in c.get("image", "") for c in pod["spec"]["containers"])
