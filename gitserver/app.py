@@ -21,19 +21,33 @@ from dulwich.server import Backend
 from dulwich.web import GunzipFilter, HTTPGitApplication, LimitedInputFilter
 from flask import Flask, jsonify, request
 
-from gitserver import auth, bodydeadline, live, page, receive, repos, warmup
+from gitserver import (
+    activepolicy,
+    auth,
+    bodydeadline,
+    live,
+    notices,
+    page,
+    policyrepo,
+    receive,
+    repos,
+    signing,
+    warmup,
+)
 from gitserver.errors import BadRepoName, ConfigError
 from gitserver.receive import GatedReceivePackHandler, GateResult, GateUnavailable, Pusher, PushOutcome
 from gitserver.repos import RefUpdate
 from gitserver.settings import Settings
 from gitserver.upload import BufferedUploadPackHandler
 from pushgate import datadir, locks, observe
+from pushgate.automation import status as imagestatus
 from pushgate.build.sources import GitTree
 from pushgate.core import pruneguard
+from pushgate.gate import enforcement, policies, policysource
 from pushgate.gate import gate as gatemod
-from pushgate.gate import policies
 from pushgate.gate.embedded import EmbeddedEngine
 from pushgate.gate.opaserver import OpaServerEngine
+from pushgate.notify import dispatcher, outbox
 
 log = logging.getLogger(__name__)
 PUSH_LOG = datadir.PUSH_LOG
@@ -43,11 +57,12 @@ class RefGateAdapter:
     """The shared gate, seen by the receive handler as a `RefGate`."""
 
     def __init__(self, gate: gatemod.Gate, gated_refs: Sequence[str], data_dir: str,
-                 policy_version: str) -> None:
+                 source: policysource.Source) -> None:
         self.gate = gate
         self.gated_refs = {r.encode() for r in gated_refs}
         self.data_dir = data_dir
-        self.policy_version = policy_version
+        self.source = source  # the policy set, its enforcement overrides and where it came from
+        self.policy_version = source.version
         self.warmer: warmup.GateWarmer | None = None  # told what each push checked
 
     def gated(self, ref: bytes) -> bool:
@@ -66,10 +81,12 @@ class RefGateAdapter:
             raise GateUnavailable(str(e), receive.Refusal.ENGINE) from e
         if self.warmer is not None:
             self.warmer.checked(update.ref.decode(), update.new.decode())
+        found = enforcement.apply_findings(found, self.source.overrides)
         verdict: datadir.Verdict = {
             "commit": update.new.decode(), "ref": update.ref.decode(), "pusher": pusher.name,
             "time": time.time(), "digest": build.digest(), "objects": len(build.manifests),
-            "config": self.gate.config.build.digest(), "policies": self.policy_version}
+            "config": self.gate.config.build.digest(), "policies": self.policy_version,
+            "policySource": self.source.label}
         return GateResult(list(found), build.files, len(build.manifests), verdict,
                           [str(e) for e in found.exceptions], list(build.manifests))
 
@@ -83,11 +100,19 @@ class _Context:
     def __init__(self, app: PushgateApp, pusher: Pusher) -> None:
         self.pusher = pusher
         self.protected: Sequence[bytes] = [r.encode() for r in app.settings.protected_refs]
-        self.gate: receive.RefGate | None = app.ref_gate
+        self._gate: receive.RefGate | None = None
         self.max_pack_bytes = app.settings.max_pack_bytes
         self.gate_timeout = app.settings.gate_timeout
         self.live: receive.LiveGate | None = app.live_gate
+        self.signing: signing.Verifier | None = app.signing
         self._app = app
+
+    @property
+    def gate(self) -> receive.RefGate:
+        """The gate of the active policy set, looked up once per receive (when it is needed)."""
+        if self._gate is None:
+            self._gate = self._app.policies.current().ref_gate
+        return self._gate
 
     def on_done(self, outcome: PushOutcome) -> None:
         self._app.record(outcome)
@@ -99,7 +124,11 @@ class _Context:
 class _Backend(Backend):
     def __init__(self, app: PushgateApp, user: auth.User) -> None:
         self.app = app
-        self.context = _Context(app, Pusher(user.name, user.role, user.groups, user.scopes))
+        self.context = _Context(app, Pusher(user.name, user.role, user.groups, user.scopes,
+                                            user.openpgp_keys))
+        self.policy_context = policyrepo.PolicyContext(
+            self.context.pusher, app.policy_gate, app.settings.max_pack_bytes,
+            app.settings.gate_timeout, app.record, app.signing)
 
     def open_repository(self, path: str | bytes) -> Any:
         if isinstance(path, bytes):  # dulwich passes bytes for service requests, str for refs
@@ -125,6 +154,11 @@ def _upload_factory(backend: _Backend, args: Sequence[Any], proto: Any,
 
 def _receive_factory(backend: _Backend, args: Sequence[Any], proto: Any,
                      stateless_rpc: bool = False, advertise_refs: bool = False) -> Any:
+    if args and policyrepo.is_policy_repo(args[0]):
+        policy = policyrepo.PolicyReceivePackHandler(backend, args, proto, stateless_rpc=stateless_rpc,
+                                                     advertise_refs=advertise_refs)
+        policy.context = backend.policy_context
+        return policy
     handler = GatedReceivePackHandler(backend, args, proto, stateless_rpc=stateless_rpc,
                                       advertise_refs=advertise_refs)
     handler.context = backend.context
@@ -134,26 +168,22 @@ def _receive_factory(backend: _Backend, args: Sequence[Any], proto: Any,
 class PushgateApp:
     def __init__(self, settings: Settings) -> None:
         self.settings = settings
-        try:
-            policy_set = policies.load(settings.policies_dir,
-                                       namespaces=settings.config.gate.policy_namespaces or None)
-        except policies.PolicyError as e:
-            raise ConfigError(f"--policies: {e}") from e
-        self.policy_set = policy_set
-        log.info("policies: %s", "; ".join(policy_set.describe()))
-        observe.setup(settings.data_dir, "gitserver")
-        engine: policies.PolicyEngine = (
-            OpaServerEngine(settings.opa_url, policy_set) if settings.opa_url
-            else EmbeddedEngine(policy_set))
         cfg = settings.config
-        gate_config = gatemod.GateConfig(build=cfg.build, missing_schema=cfg.gate.missing_schema,
-                                         timeout=cfg.gate.timeout)
+        self.gate_config = gatemod.GateConfig(build=cfg.build, missing_schema=cfg.gate.missing_schema,
+                                              timeout=cfg.gate.timeout)
+        namespaces = cfg.gate.policy_namespaces or None
+        # The active policy set: main of policies.git, or --policies until it has a commit.
         try:
-            self.gate = gatemod.Gate(gate_config, engine=engine, kustomize_bin=settings.kustomize)
-        except ValueError as e:
-            raise ConfigError(f"--kubernetes-version: {e}") from e
-        self.ref_gate = RefGateAdapter(self.gate, cfg.gate.gated_refs, settings.data_dir,
-                                       policy_set.version)
+            self.policies = activepolicy.Holder(
+                settings.data_dir, settings.policies_dir, namespaces, cfg.gate.gated_refs,
+                self._generation, grace=2 * cfg.gate.timeout + 60)
+        except policies.PolicyError as e:
+            commit = activepolicy.active_commit(settings.data_dir)
+            where = f"policies.git commit {commit[:12]} (the active policy set)" if commit else "--policies"
+            raise ConfigError(f"{where}: {e}") from e
+        self.signing = signing.load(settings.config.gate)  # key files and their tools checked here
+        log.info("policies: %s", "; ".join(self.policies.describe()))
+        observe.setup(settings.data_dir, "gitserver")
         self.live_gate: receive.LiveGate | None = None
         if settings.live_check in ("required", "best-effort"):
             self.live_gate = live.RefLiveGate(
@@ -163,10 +193,18 @@ class PushgateApp:
                 cfg.gate.prune_roles)
         # Only once everything an operator can get wrong has loaded: nothing half-made.
         self.repo_path = repos.ensure(settings.data_dir)
-        # This worker's engine started and its caches kept on the gated heads, in the background.
-        self.warmer = warmup.GateWarmer(self.gate, self.repo_path, cfg.gate.gated_refs)
-        self.ref_gate.warmer = self.warmer
-        self.warmer.start()
+        repos.ensure(settings.data_dir, datadir.POLICY_REPO)  # the policy set by GitOps
+        activepolicy.sweep(settings.data_dir)
+        self.policy_gate = policyrepo.PolicyGate(
+            settings.data_dir, self.policies, self.gate_config, cfg.gate.gated_refs, namespaces,
+            settings.kustomize, settings.opa_url, timeout=max(120.0, 4 * cfg.gate.timeout))
+        # This worker's engine started and its caches kept on the gated heads, in the background;
+        # a new policy commit is noticed (and its engine warmed) before the next push.
+        self.policies.start()
+        # Notifications go out from every worker (claims are renames: no double delivery), with
+        # or without a cluster; the reconciler runs one too.
+        self.dispatcher = (dispatcher.Dispatcher(settings.data_dir).start()
+                           if cfg.notifications else None)
         self.flask = _make_flask(self)
         self.authenticator = auth.Authenticator(settings.users_file)
         self.limiter = auth.RateLimiter(os.path.join(settings.data_dir, ".ratelimit"))
@@ -174,6 +212,26 @@ class PushgateApp:
                                        max_request_size=settings.max_pack_bytes + (1 << 20))
         self.wsgi = auth.AuthMiddleware(self._guard(git_chain), self.authenticator, self.limiter,
                                         settings.anonymous_role)
+
+    def _generation(self, source: policysource.Source) -> activepolicy.Generation:
+        """A gate (with its engine and warmer) on one policy set: the policy holder's factory."""
+        settings, cfg = self.settings, self.settings.config
+        engine: policies.PolicyEngine = (
+            OpaServerEngine(settings.opa_url, source.policy_set) if settings.opa_url
+            else EmbeddedEngine(source.policy_set))
+        try:
+            gate = gatemod.Gate(self.gate_config, engine=engine, kustomize_bin=settings.kustomize)
+        except ValueError as e:
+            raise ConfigError(f"--kubernetes-version: {e}") from e
+        ref_gate = RefGateAdapter(gate, cfg.gate.gated_refs, settings.data_dir, source)
+        warmer = warmup.GateWarmer(gate, datadir.repo_path(settings.data_dir), cfg.gate.gated_refs)
+        ref_gate.warmer = warmer
+        return activepolicy.Generation(source, gate, ref_gate, warmer)
+
+    @property
+    def policy_set(self) -> policies.PolicySet | None:
+        source = self.policies.current().source
+        return source.policy_set if source is not None else None
 
     def _git(self, environ: dict[str, Any], start_response: Any) -> Iterable[bytes]:
         user = environ.get("pushgate.user") or auth.User("anonymous", "read", "")
@@ -218,7 +276,8 @@ class PushgateApp:
         """Append the push to the data dir's push log (the status page and API read it)."""
         refusal = outcome.refusal.value if outcome.refusal is not None else ""
         entry = {
-            "time": time.time(), "pusher": outcome.pusher, "accepted": outcome.accepted,
+            "time": time.time(), "repo": os.path.basename(outcome.repo.rstrip("/")),
+            "pusher": outcome.pusher, "accepted": outcome.accepted,
             "reason": outcome.reason, "refusal": refusal, "seconds": round(outcome.seconds, 3),
             "updates": [{"ref": u.ref.decode(errors="replace"), "old": u.old.decode(),
                          "new": u.new.decode()} for u in outcome.updates],
@@ -234,15 +293,17 @@ class PushgateApp:
             f.write(json.dumps(entry) + "\n")
         if outcome.accepted:
             datadir.touch_wake(self.settings.data_dir)
+        else:
+            notices.push_refused(self.settings.data_dir, outcome)
         heads = ",".join(u.new.decode()[:12] for u in outcome.updates if not u.is_delete)
         log.info("push %s: %s", "accepted" if outcome.accepted else "refused", outcome.reason or "ok",
                  extra={"pusher": outcome.pusher, "commit": heads,
                         "ref": ",".join(u.ref.decode(errors="replace") for u in outcome.updates)})
 
     def close(self) -> None:
-        self.warmer.stop(timeout=0)
-        self.gate.close()
-        self.warmer.stop()
+        if self.dispatcher is not None:
+            self.dispatcher.stop()
+        self.policies.close()
 
 
 def _bounded_plan(plan: dict[str, Any], limit: int = 200) -> dict[str, Any]:
@@ -359,8 +420,9 @@ def _make_flask(app: PushgateApp) -> Flask:
     @web.get("/readyz")
     def readyz() -> Any:
         # Repositories and policies only: the git side never waits for the cluster.
+        policy_set = app.policy_set
         checks = {"repository": os.path.exists(os.path.join(app.repo_path, "HEAD")),
-                  "policies": bool(app.policy_set.entrypoints)}
+                  "policies": policy_set is not None and bool(policy_set.engine_entrypoints)}
         if app.settings.opa_url:
             checks["opa"] = _reachable(app.settings.opa_url.rstrip("/") + "/health")
         ok = all(checks.values())
@@ -379,6 +441,13 @@ def _make_flask(app: PushgateApp) -> Flask:
         doc: dict[str, Any] = dict(datadir.read_status(app.settings.data_dir, branch) or
                                    {"branch": branch, "attached": False, "conditions": []})
         doc["plan"] = page.latest_plan(recent_pushes(app.settings.data_dir, 200), branch)
+        doc["policies"] = _policy_status(app)
+        images = dict(imagestatus.read(app.settings.data_dir))
+        if images:
+            doc["images"] = images
+        if app.settings.config.notifications:  # names and counts only, never a URL
+            doc["notifications"] = outbox.counts(
+                app.settings.data_dir, [d.name for d in app.settings.config.notifications])
         return jsonify(doc)
 
     @web.get("/")
@@ -386,13 +455,23 @@ def _make_flask(app: PushgateApp) -> Flask:
         branch = request.args.get("branch", app.settings.config.reconcile.branch)
         if not _branch_name_ok(branch):
             return jsonify(error="bad branch name"), 400
-        return page.render(app.settings.data_dir, recent_pushes(app.settings.data_dir, 200), branch)
+        return page.render(app.settings.data_dir, recent_pushes(app.settings.data_dir, 200), branch,
+                           policies=_policy_status(app),
+                           images=dict(imagestatus.read(app.settings.data_dir)))
 
     @web.get("/api/v1/pushes")
     def pushes() -> Any:
         return jsonify(pushes=recent_pushes(app.settings.data_dir))
 
     return web
+
+
+def _policy_status(app: PushgateApp) -> dict[str, Any]:
+    """The active policy source, for the status API and page."""
+    gen = app.policies.current()
+    if gen.source is None:
+        return {"source": "unavailable", "label": "", "error": gen.error}
+    return gen.source.to_json()
 
 
 def create_app(settings: Settings) -> PushgateApp:

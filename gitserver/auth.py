@@ -4,10 +4,12 @@ Called by `app` (the WSGI chain: auth -> git smart HTTP -> Flask) and by `pushga
 Tokens are 32 random bytes, so a single SHA-256 is enough to store them (no dictionary to
 attack, unlike passwords); they are compared in constant time. Failed logins are rate-limited
 per client address. The users file is JSON, mode 0600; `groups` and `scopes` are optional
-(see `scopes`: what a user may push, by path, ref, namespace and cluster-scoped kind):
+(see `scopes`: what a user may push, by path, ref, namespace and cluster-scoped kind), and so is
+`openpgpKeys`, the fingerprints of the OpenPGP keys that may sign the user's commits (`signing`):
 
     {"users": [{"name": "alice", "role": "write", "token_sha256": "<hex>",
-                "groups": ["team-a"], "scopes": [{"paths": ["apps/alice/*"]}]}],
+                "groups": ["team-a"], "scopes": [{"paths": ["apps/alice/*"]}],
+                "openpgpKeys": ["B3599DD8673243A04D0746CF2FF6E7EBB109295E"]}],
      "groups": {"team-a": {"scopes": [{"paths": ["apps/team-a/*"], "namespaces": ["team-a"],
                                        "refs": ["refs/heads/main"], "clusterKinds": []}]}}}
 """
@@ -31,6 +33,8 @@ from typing import Any
 
 from gitserver import scopes as scopemod
 from gitserver.errors import ConfigError
+from pushgate import datadir
+from pushgate.core import commitsigs
 
 ROLES = ("read", "write", "admin")
 _NAME = re.compile(r"^[A-Za-z0-9][A-Za-z0-9._@-]{0,63}$")
@@ -44,6 +48,7 @@ class User:
     token_sha256: str
     groups: tuple[str, ...] = ()
     scopes: tuple[scopemod.Scope, ...] = ()  # own and groups'; () = the role says everything
+    openpgp_keys: tuple[str, ...] = ()  # fingerprints of keys that may sign this user's commits
 
     def can(self, role: str) -> bool:
         return ROLES.index(self.role) >= ROLES.index(role)
@@ -109,8 +114,15 @@ def load_users(path: str) -> dict[str, User]:
             own = _scope_list(u.get("scopes"), f"user {name}: scopes")
         except ValueError as e:
             raise ConfigError(f"users file {path}: {e}") from e
+        keys = u.get("openpgpKeys") or []
+        try:
+            if not isinstance(keys, list) or not all(isinstance(k, str) for k in keys):
+                raise ValueError("expected a list of fingerprints")
+            fingerprints = tuple(commitsigs.fingerprint(k) for k in keys)
+        except ValueError as e:
+            raise ConfigError(f"users file {path}: user {name}: openpgpKeys: {e}") from e
         users[name] = User(name, role, digest, tuple(groups),
-                           scopemod.resolve(own, groups, group_scopes))
+                           scopemod.resolve(own, groups, group_scopes), fingerprints)
     return users
 
 
@@ -157,6 +169,10 @@ class Authenticator:
         if mtime != self._mtime:
             self._users = load_users(self.path)
             self._mtime = mtime
+
+    @staticmethod
+    def matches(user: User, token: str) -> bool:
+        return hmac.compare_digest(_digest(token), user.token_sha256)
 
     def check(self, name: str, token: str) -> User | None:
         with self._lock:
@@ -219,7 +235,8 @@ def required_role(environ: dict[str, Any]) -> str | None:
         return None
     query = environ.get("QUERY_STRING", "")
     if path.endswith("/git-receive-pack") or "service=git-receive-pack" in query:
-        return "write"
+        # The policy set decides what every push may contain: only an admin changes it.
+        return "admin" if path.lstrip("/").split("/", 1)[0] == datadir.POLICY_REPO else "write"
     return "read"
 
 

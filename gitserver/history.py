@@ -1,4 +1,5 @@
-"""Walks over commit history for the receive path: connectivity, ancestry, changed paths.
+"""Walks over commit history for the receive path: connectivity, ancestry, changed paths, and
+the commits a push brings that no ref had (for the signed-commit check).
 
 Called by `gitserver.receive` on a quarantine's object store (which reads through to the
 repository's), before anything is accepted.
@@ -6,6 +7,9 @@ repository's), before anything is accepted.
 
 from __future__ import annotations
 
+import heapq
+import itertools
+from collections.abc import Iterable
 from typing import Any
 
 from dulwich.objects import Commit, Tree
@@ -68,3 +72,98 @@ def changed_paths(store: Any, old: bytes, new: bytes) -> list[str]:
             if side is not None and side.path is not None:
                 out.append(side.path.decode("utf-8", "replace"))
     return sorted(set(out))
+
+
+class TooMuchHistory(Exception):
+    """A push brings more new commits than may be checked one by one, or the walk that finds
+    them grows past its bound."""
+
+
+MAX_WALK = 200_000
+_SLOP = 5  # git's rev-list walks this many more commits once only old ones are queued
+
+
+def new_commits(store: Any, tips: Iterable[bytes], known: Iterable[bytes], limit: int,
+                max_walk: int = MAX_WALK) -> list[bytes]:
+    """The commits reachable from `tips` and from none of `known` (git's `rev-list TIPS --not
+    KNOWN`), newest first; tags are peeled, and merges bring every parent's side. A walk by
+    commit date from both sides, as git's: a commit reached from `known` is old and so are its
+    ancestors; it stops once only old commits are queued. With skewed clocks it may keep a commit
+    as new that is not (a false refusal), never the reverse. Raises TooMuchHistory past `limit`
+    new commits or `max_walk` commits walked."""
+    old: dict[bytes, bool] = {}  # every commit seen -> reachable from `known`
+    parents: dict[bytes, list[bytes]] = {}
+    queue: list[tuple[int, int, bytes]] = []
+    queued_new: set[bytes] = set()
+    order = itertools.count()
+
+    def paint(sha: bytes) -> None:
+        stack = [sha]
+        while stack:
+            s = stack.pop()
+            if old.get(s) is not False:
+                continue
+            old[s] = True
+            queued_new.discard(s)
+            stack.extend(p for p in parents[s] if p in old)
+
+    def enqueue(sha: bytes, is_old: bool) -> None:
+        if sha in old:
+            if is_old:
+                paint(sha)
+            return
+        commit = _peel_commit(store, sha)
+        if commit is None:
+            return
+        sha = commit.id
+        if sha in old:
+            if is_old:
+                paint(sha)
+            return
+        old[sha] = is_old
+        parents[sha] = list(commit.parents)
+        heapq.heappush(queue, (-commit.commit_time, next(order), sha))
+        if not is_old:
+            queued_new.add(sha)
+
+    for sha in known:
+        enqueue(sha, True)
+    for sha in tips:
+        enqueue(sha, False)
+    found: list[bytes] = []
+    walked = 0
+    slop = _SLOP
+    while queue:
+        if not queued_new:
+            slop -= 1
+            if slop <= 0:
+                break
+        else:
+            slop = _SLOP
+        _, _, sha = heapq.heappop(queue)
+        queued_new.discard(sha)
+        walked += 1
+        if walked > max_walk:
+            raise TooMuchHistory(f"more than {max_walk} commits walked to find the new ones")
+        if not old[sha]:
+            found.append(sha)
+        for p in parents[sha]:
+            enqueue(p, old[sha])
+    new = [s for s in found if not old[s]]
+    if len(new) > limit:
+        raise TooMuchHistory(f"{len(new)} new commits, more than the {limit} checked per push")
+    return new
+
+
+def _peel_commit(store: Any, sha: bytes) -> Commit | None:
+    """The commit `sha` names, through annotated tags; None for anything else or a missing one."""
+    for _ in range(16):
+        if sha not in store:
+            return None
+        obj = store[sha]
+        if isinstance(obj, Commit):
+            return obj
+        if obj.type_name != b"tag":
+            return None
+        sha = obj.object[1]
+    return None

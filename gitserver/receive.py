@@ -36,10 +36,10 @@ from dulwich.protocol import (
 from dulwich.refs import check_ref_format
 from dulwich.server import ReceivePackHandler
 
-from gitserver import history, live, quarantine, repos, scopes
+from gitserver import history, live, quarantine, repos, scopes, signing
 from gitserver.repos import ZERO, RefUpdate
 from pushgate import datadir, faults, observe
-from pushgate.core import manifests
+from pushgate.core import commitsigs, manifests
 from pushgate.core import violations as pv
 
 log = logging.getLogger(__name__)
@@ -56,6 +56,7 @@ class Pusher:
     role: str
     groups: tuple[str, ...] = ()
     scopes: tuple[scopes.Scope, ...] = ()  # () = the role says everything
+    openpgp_keys: tuple[str, ...] = ()  # OpenPGP fingerprints bound to the user (signed commits)
 
 
 class Refusal(enum.Enum):
@@ -76,6 +77,9 @@ class Refusal(enum.Enum):
     PRUNE_GUARD = "prune-guard"  # prunes that need `-o allow-prune` from a role that may prune
     SCOPE = "scope"  # a ref, path or object outside the pusher's scopes
     DRY_RUN = "dry-run"  # `-o dry-run`: checked, nothing stored
+    POLICY = "policy"  # a policies.git commit that does not load, compile or pass its tests
+    POLICY_BREAKING = "policy-breaking"  # it would reject deployed objects (no -o allow-breaking)
+    SIGNATURE = "signature"  # a new commit without a good signature allowed for the pusher
 
 
 @dataclass
@@ -150,6 +154,8 @@ class ReceiveContext(Protocol):
     def gate_timeout(self) -> float: ...
     @property
     def live(self) -> LiveGate | None: ...
+    @property
+    def signing(self) -> signing.Verifier | None: ...
 
     def on_done(self, outcome: PushOutcome) -> None: ...
 
@@ -315,6 +321,9 @@ class GatedReceivePackHandler(ReceivePackHandler):
         outside = self._check_scopes(q, updates, {})
         if outside:
             return refuse_all(Refusal.SCOPE, f"pushgate: outside your scopes: {outside[0]}")
+        refused = self._check_signatures(q, updates, outcome)
+        if refused is not None:
+            return refuse_all(*refused)
         refused = self._run_gate(q, updates, outcome)
         if refused is not None:
             return refuse_all(*refused)
@@ -394,6 +403,52 @@ class GatedReceivePackHandler(ReceivePackHandler):
         for line in found:
             self._say(f"pushgate: {line}")
         return found
+
+    def _check_signatures(self, q: quarantine.Quarantine, updates: Sequence[RefUpdate],
+                          outcome: PushOutcome) -> tuple[Refusal, str] | None:
+        """None when every new commit on a ref that requires signed commits carries a good
+        signature allowed for the pusher; else why the push is refused (every bad commit said)."""
+        verifier = self.context.signing
+        if verifier is None:
+            return None
+        checked = [u for u in updates if not u.is_delete and verifier.applies(u.ref)]
+        if not checked:
+            return None
+        known = [sha for name, sha in self.repo.get_refs().items() if name != b"HEAD"]
+        try:
+            commits = history.new_commits(q.store, [u.new for u in checked], known,
+                                          verifier.max_commits)
+        except history.TooMuchHistory as e:
+            msg = f"pushgate: signed commits required, and this push cannot be checked: {e}"
+            self._say(msg)
+            return Refusal.SIGNATURE, msg
+        if not commits:
+            return None
+        pusher = self.context.pusher
+        refs = ", ".join(_short(u.ref) for u in checked)
+        self._say(f"pushgate: checking signatures of {len(commits)} new commit"
+                  f"{'s' if len(commits) != 1 else ''} for {refs}")
+        header = commitsigs.signature_header(self.repo.object_format.name)
+        deadline = time.monotonic() + self.context.gate_timeout
+        try:
+            problems = verifier.check(q.store, commits, header,
+                                      signing.Signer(pusher.name, frozenset(pusher.openpgp_keys)),
+                                      deadline)
+        except signing.Unavailable as e:
+            msg = f"pushgate: signature check could not decide, push refused: {e}"
+            self._say(msg)
+            return (Refusal.TIMEOUT if e.timed_out else Refusal.INTERNAL), msg
+        if not problems:
+            return None
+        for p in problems:
+            self._say(f"pushgate: {p}")
+        outcome.violations = [pv.error(p.commit[:12], 0, "", "signature", f"{p.subject}: {p.why}")
+                              for p in problems]
+        n = len(problems)
+        self._say(f"pushgate: {n} of {len(commits)} new commit{'s' if len(commits) != 1 else ''} "
+                  f"lack{'s' if n == 1 else ''} a good signature allowed for {pusher.name}")
+        return Refusal.SIGNATURE, (f"pushgate: {n} commit{'s' if n != 1 else ''} without a good "
+                                   f"signature allowed for {pusher.name}, see above")
 
     def _run_gate(self, q: quarantine.Quarantine, updates: Sequence[RefUpdate],
                   outcome: PushOutcome) -> tuple[Refusal, str] | None:

@@ -70,7 +70,9 @@ def _parser() -> argparse.ArgumentParser:
     s.add_argument("--data-dir", default=_env("DATA_DIR"), help="where the bare repositories live")
     s.add_argument("--listen", default=_env("LISTEN", "127.0.0.1:8080"), help="HOST:PORT")
     s.add_argument("--users", default=_env("USERS"), help="users file (see 'pushgate user add')")
-    s.add_argument("--policies", default=_env("POLICIES"), help="Rego policy directory")
+    s.add_argument("--policies", default=_env("POLICIES"),
+                   help="Rego policy directory: the bootstrap source, used until policies.git has "
+                        "a commit on main (which then wins)")
     s.add_argument("--opa-url", default=_env("OPA_URL"), help="use this OPA server instead of the "
                                                               "embedded engine")
     _build_flags(s)
@@ -78,6 +80,15 @@ def _parser() -> argparse.ArgumentParser:
                    help="ref checked by the gate (repeatable; default refs/heads/main)")
     s.add_argument("--protected-ref", action="append", default=None,
                    help="ref with no force-push or deletion (repeatable; default refs/heads/main)")
+    s.add_argument("--require-signed", action="append", default=None, metavar="REF_GLOB",
+                   help="refs whose new commits must each be signed by a key allowed for the pusher "
+                        "(repeatable), e.g. 'refs/heads/*'")
+    s.add_argument("--allowed-signers", default=_env("ALLOWED_SIGNERS"), metavar="FILE",
+                   help="OpenSSH allowed_signers file for SSH-signed commits; principals are "
+                        "pushgate user names")
+    s.add_argument("--openpgp-keys", default=_env("OPENPGP_KEYS"), metavar="FILE",
+                   help="armored OpenPGP public keys for OpenPGP-signed commits; bind them to users "
+                        "with openpgpKeys in the users file")
     s.add_argument("--max-pack-bytes", default=_env("MAX_PACK_BYTES", str(100 * 1024 * 1024)),
                    help="largest push accepted, in bytes (default 100 MiB)")
     s.add_argument("--gate-timeout", default=_env("GATE_TIMEOUT"),
@@ -122,6 +133,13 @@ def _parser() -> argparse.ArgumentParser:
                    help="where to serve live checks for the git server (default DATA/run)")
     r.add_argument("--no-live-check", action="store_true",
                    help="do not serve live checks (dry-run and plan) to the git server")
+
+    im = sub.add_parser("automate", help="run image automation over a data dir (reads the "
+                                         "configuration the server persisted there: images)")
+    im.add_argument("--data-dir", default=_env("DATA_DIR"), help="the data directory 'pushgate serve' uses")
+    im.add_argument("--kubeconfig", default=_env("KUBECONFIG_FILE"),
+                    help="cluster credentials for images.credentialsSecret (default: in-cluster)")
+    im.add_argument("--once", action="store_true", help="scan once, print the result and exit")
 
     st = sub.add_parser("status", help="show the deploy status")
     st.add_argument("--data-dir", default=_env("DATA_DIR"), help="the server's data directory")
@@ -179,6 +197,11 @@ def _float(flag: str, value: str) -> float:
         raise _ConfigExit(f"{flag} {value!r} is not a number") from None
 
 
+def _path(value: str | None) -> str | None:
+    """A file flag made absolute: the persisted configuration must not depend on a cwd."""
+    return os.path.abspath(value) if value else None
+
+
 def _config(args: argparse.Namespace, base: configmod.Config | None = None) -> configmod.Config:
     """The configuration: the file (or `base`), then every flag that was given, each checked
     with an error naming the flag."""
@@ -201,6 +224,12 @@ def _config(args: argparse.Namespace, base: configmod.Config | None = None) -> c
         ("--protected-ref", "gate", "protected_refs",
          tuple(args.protected_ref) if getattr(args, "protected_ref", None) else None),
         ("--live-check", "gate", "live_check", getattr(args, "live_check", None)),
+        # the keys before the refs that need them: each override is validated as it is applied
+        ("--allowed-signers", "gate", "allowed_signers", _path(getattr(args, "allowed_signers", None))),
+        ("--openpgp-keys", "gate", "openpgp_keys", _path(getattr(args, "openpgp_keys", None))),
+        ("--require-signed", "gate", "require_signed",
+         tuple(args.require_signed or split(_env("REQUIRE_SIGNED"))) or None
+         if hasattr(args, "require_signed") else None),
         ("--gate-timeout", "gate", "timeout",
          _float("--gate-timeout", args.gate_timeout) if getattr(args, "gate_timeout", None) else None),
         ("--branch", "reconcile", "branch", getattr(args, "branch", None)),
@@ -248,7 +277,9 @@ def _serve(args: argparse.Namespace) -> int:
     from pushgate import observe
 
     # Every operator error surfaces here, before anything is created or started.
-    auth.load_users(s.users_file)
+    users = auth.load_users(s.users_file)
+    _check_automation(cfg, users)
+    _check_notifications(cfg)
     if args.kubeconfig:
         if not os.path.isfile(args.kubeconfig):
             raise _ConfigExit(f"--kubeconfig {args.kubeconfig} does not exist")
@@ -276,18 +307,53 @@ def _serve(args: argparse.Namespace) -> int:
             argv.append(f"--kustomize={s.kustomize}")
         env = {k: v for k, v in os.environ.items() if k not in _RECONCILE_ENV}
         reconciler = subprocess.Popen(argv, env=env)
+    # Where pushgate's own commits (image bumps, automatic reverts) are pushed: this server.
+    os.makedirs(run_dir, exist_ok=True)
+    with open(os.path.join(run_dir, datadir.SERVER_URL), "w", encoding="utf-8") as f:
+        local = "127.0.0.1" if host in ("0.0.0.0", "") else host  # noqa: S104 - read, not bound
+        f.write(f"http://{local}:{port}\n")
+    automation = None
+    if cfg.images is not None:  # image automation: its own process, like the reconciler
+        import subprocess
+
+        argv = [sys.executable, "-m", "pushgate.cli", "automate", f"--data-dir={s.data_dir}"]
+        if args.kubeconfig:
+            argv.append(f"--kubeconfig={args.kubeconfig}")
+        automation = subprocess.Popen(argv)
+    print(f"pushgate: policies by GitOps (admin pushes) at http://{host}:{port}/{datadir.POLICY_REPO}",
+          file=sys.stderr, flush=True)
     print(f"pushgate: serving {s.data_dir} on http://{host}:{port}/{repos.DEFAULT_REPO}",
           file=sys.stderr, flush=True)
     try:
         wsgi.serve(s, lambda: app.create_app(s))
     finally:
-        if reconciler is not None:
-            reconciler.terminate()
-            try:
-                reconciler.wait(10)
-            except subprocess.TimeoutExpired:
-                reconciler.kill()
+        for child in (reconciler, automation):
+            if child is not None:
+                child.terminate()
+                try:
+                    child.wait(10)
+                except subprocess.TimeoutExpired:
+                    child.kill()
     return 0
+
+
+def _check_automation(cfg: configmod.Config, users: dict[str, Any]) -> None:
+    """The automation user exists, and its token file is readable and holds its token."""
+    from gitserver import auth
+
+    a = cfg.automation
+    if not a.user:
+        return
+    if a.user not in users:
+        raise _ConfigExit(f"automation.user {a.user!r} is not in the users file (add it with "
+                          f"`pushgate user add {a.user} --role write`)")
+    try:
+        with open(a.token_file, encoding="utf-8") as f:
+            token = f.read().strip()
+    except OSError as e:
+        raise _ConfigExit(f"automation.tokenFile {a.token_file}: cannot read: {e.strerror}") from e
+    if not token or auth.Authenticator.matches(users[a.user], token) is False:
+        raise _ConfigExit(f"automation.tokenFile {a.token_file} does not hold {a.user}'s token")
 
 
 # The reconciler started by `serve` takes these from the persisted configuration only.
@@ -326,7 +392,8 @@ def _reconcile(args: argparse.Namespace) -> int:
                       leader_elect=not args.no_leader_elect,
                       lease=(_float("--lease-duration", args.lease_duration),
                              _float("--renew-deadline", args.renew_deadline),
-                             _float("--retry-period", args.retry_period)))
+                             _float("--retry-period", args.retry_period)),
+                      automation=cfg.automation, run_dir=args.run_dir or None)
     from pushgate import observe
 
     observe.setup(args.data_dir, "reconciler")
@@ -346,13 +413,68 @@ def _reconcile(args: argparse.Namespace) -> int:
             server = liveserver.serve(args.run_dir or datadir.run_dir(args.data_dir), checker)
         except (OSError, ValueError) as e:
             raise _ConfigExit(f"--run-dir: cannot serve live checks: {e}") from e
+    notifier = None
+    if cfg.notifications:  # delivered from here too: a reconciler may run with no git server
+        from pushgate.notify import dispatcher
+
+        notifier = dispatcher.Dispatcher(args.data_dir).start()
     print(f"pushgate: reconciling {args.data_dir} branch {rc.branch}", file=sys.stderr, flush=True)
     try:
         loop.run(stop)
     finally:
         if server is not None:
             server.stop()
+        if notifier is not None:
+            notifier.stop()
     return 0
+
+
+def _automate(args: argparse.Namespace) -> int:
+    import json
+    import signal
+    import threading
+
+    from pushgate.automation import scanner
+
+    if not args.data_dir:
+        raise _ConfigExit("--data-dir / PUSHGATE_DATA_DIR is required")
+    cfg = configmod.load_persisted(args.data_dir)
+    if cfg is None or cfg.images is None:
+        raise _ConfigExit(f"--data-dir {args.data_dir}: no images section in the persisted "
+                          f"configuration (give `pushgate serve` a --config with images:)")
+    scan = scanner.Scanner(args.data_dir, cfg, kubeconfig=args.kubeconfig)
+    if args.once:
+        doc = scan.scan()
+        print(json.dumps(doc, indent=2, sort_keys=True))
+        return 0 if doc.get("result") in ("unchanged", "committed") else 1
+    stop = threading.Event()
+    signal.signal(signal.SIGTERM, lambda *_: stop.set())
+    print(f"pushgate: image automation on {args.data_dir} branch {scan.branch}, every "
+          f"{cfg.images.interval:g}s", file=sys.stderr, flush=True)
+    scan.run(stop)
+    return 0
+
+
+def _check_notifications(cfg: configmod.Config) -> None:
+    """The notification secrets readable now (their contents never printed)."""
+    from pushgate.notify import errors as notify_errors
+    from pushgate.notify import settings as notify_settings
+
+    try:
+        notify_settings.check_files(cfg.notifications)
+    except notify_errors.SettingsError as e:
+        raise _ConfigExit(f"--config: {e}") from e
+
+
+def _notification_lines(data_dir: str, cfg: configmod.Config | None) -> list[str]:
+    """One line per destination: its name and what is spooled for it (never its URL)."""
+    from pushgate.notify import outbox
+
+    if cfg is None or not cfg.notifications:
+        return []
+    found = outbox.counts(data_dir, [d.name for d in cfg.notifications])
+    return [f"notify {name:<9} {c['pending'] + c['inflight']} pending, {c['dead']} dead letters"
+            for name, c in sorted(found.items())]
 
 
 def _lazy_cluster(connect: Any) -> Any:
@@ -404,18 +526,30 @@ def _status(args: argparse.Namespace) -> int:
     persisted = configmod.load_persisted(args.data_dir)
     branch = args.branch or (persisted.reconcile.branch if persisted else "main")
     doc: Any = datadir.read_status(args.data_dir, branch)
+    notes = _notification_lines(args.data_dir, persisted)
+    if persisted is not None and persisted.images is not None:
+        from pushgate.automation import status as images_status
+
+        notes += images_status.summary(images_status.read(args.data_dir))
     if doc is None:
         print(f"pushgate: no deploy status yet for branch {branch} (is a reconciler attached?)")
+        for line in notes:
+            print(line)
         return 1
     if args.json:
         print(json.dumps(doc, indent=2, sort_keys=True))
         return 0
+    for line in notes:
+        print(line)
     for c in doc.get("conditions", []):
         print(f"{c['type']:<12} {c['status']:<6} {c['reason']}: {c['message']}")
     leader = datadir.leader_summary(args.data_dir, branch)
     print(f"leader:         {doc.get('leader') or '-'}" + (f" ({leader})" if leader else ""))
     print(f"last attempted: {doc.get('lastAttemptedRevision', '-')}")
     print(f"last applied:   {doc.get('lastAppliedRevision', '-')}")
+    passed_by = (doc.get("verdict") or {}).get("policySource")
+    if passed_by:  # the policy commit (or directory) the gate checked the last attempt with
+        print(f"policies:       {datadir.policy_source_text(passed_by)}")
     cl = doc.get("cluster") or {}
     if cl and not cl.get("reachable", True):
         print(f"cluster: UNREACHABLE since {time.strftime('%H:%M:%S', time.localtime(cl['since']))}: "
@@ -441,21 +575,28 @@ def _validate(args: argparse.Namespace) -> int:
     from gitserver.settings import default_kustomize, default_policies_dir
     from pushgate.build.sources import DirTree
     from pushgate.core import violations as pv
+    from pushgate.gate import enforcement, policies, policysource
     from pushgate.gate import gate as gatemod
-    from pushgate.gate import policies
     from pushgate.gate.embedded import EmbeddedEngine
     from pushgate.gate.opaserver import OpaServerEngine
 
     if not os.path.isdir(args.directory):
         raise _ConfigExit(f"{args.directory} is not a directory")
     cfg = _tree_config(args)
+    policy_dir, commit = args.policies or default_policies_dir(), ""
+    if args.data_dir and not args.policies:  # the server's active policy commit, as it judges
+        from gitserver import activepolicy
+
+        commit = activepolicy.active_commit(args.data_dir)
+        if commit:
+            policy_dir = activepolicy.commit_directory(args.data_dir, commit)
     try:
-        policy_set = policies.load(args.policies or default_policies_dir(),
-                                   namespaces=cfg.gate.policy_namespaces or None)
+        source = policysource.load(policy_dir, cfg.gate.policy_namespaces or None, commit=commit)
     except policies.PolicyError as e:
-        raise _ConfigExit(f"--policies: {e}") from e
+        raise _ConfigExit(f"{f'policies.git commit {commit[:12]}' if commit else '--policies'}: {e}") from e
+    policy_set = source.policy_set
     if args.verbose:
-        for line in policy_set.describe():
+        for line in source.describe():
             print(f"pushgate: {line}", file=sys.stderr)
     engine: policies.PolicyEngine = (OpaServerEngine(args.opa_url, policy_set) if args.opa_url
                                      else EmbeddedEngine(policy_set))
@@ -478,6 +619,7 @@ def _validate(args: argparse.Namespace) -> int:
         return 1
     finally:
         g.close()
+    found = enforcement.apply_findings(found, source.overrides)
     lines = pv.report(found, files=_b.files, objects=len(_b.manifests), exceptions=len(found.exceptions))
     for line in lines[:-1] + [str(e) for e in found.exceptions]:
         print(line)
@@ -525,7 +667,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     args = _parser().parse_args(argv)
     from pushgate import observe
 
-    if args.command in ("serve", "reconcile"):
+    if args.command in ("serve", "reconcile", "automate"):
         observe.configure_logging(_env("LOG_FORMAT", "json") or "json")
     else:
         logging.basicConfig(level=logging.WARNING, format="%(levelname)s %(name)s: %(message)s")
@@ -536,6 +678,8 @@ def main(argv: Sequence[str] | None = None) -> int:
             return _validate(args)
         if args.command == "reconcile":
             return _reconcile(args)
+        if args.command == "automate":
+            return _automate(args)
         if args.command == "status":
             return _status(args)
         if args.command == "render":

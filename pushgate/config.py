@@ -29,6 +29,9 @@ about what a tree's objects are. Shared layer: no gitserver or reconciler import
       pruneMaxObjects: 10         # the prune guard (see pushgate.core.pruneguard)
       pruneMaxShare: 0.5
       pruneRoles: [admin]         # roles that may prune past the guard with -o allow-prune
+      requireSigned: []           # ref globs whose new commits must be signed by the pusher
+      allowedSigners: ""          # OpenSSH allowed_signers file (principals: pushgate users)
+      openpgpKeys: ""             # armored OpenPGP public keys (bound to users in the users file)
     reconcile:
       branch: main
       drift: correct              # correct | detect | off
@@ -36,6 +39,11 @@ about what a tree's objects are. Shared layer: no gitserver or reconciler import
       inventoryNamespace: pushgate-system
       healthTimeout: 300
       forceConflicts: true
+    images:                       # image automation (see pushgate.automation); absent = off
+      interval: 300               # seconds between registry scans, jitter 0.05 (+-5%)
+      credentialsFile: /etc/pushgate/registry/.dockerconfigjson
+    notifications:                # webhooks (see pushgate.notify.settings); [] = none
+      - {name: hooks, type: generic, urlFile: /etc/pushgate/hooks/address, events: [push-refused]}
 """
 
 from __future__ import annotations
@@ -48,6 +56,8 @@ from typing import Any
 from pushgate import datadir
 from pushgate.build.config import BuildConfig, HelmChart
 from pushgate.core import manifests, yamlsafe
+from pushgate.notify import errors as notify_errors
+from pushgate.notify import settings as notify_settings
 
 _MAX_CONFIG_BYTES = 256 * 1024
 
@@ -67,6 +77,9 @@ class GateSettings:
     prune_max_objects: int = 10
     prune_max_share: float = 0.5
     prune_roles: tuple[str, ...] = ("admin",)
+    require_signed: tuple[str, ...] = ()  # ref globs: every new commit signed (gitserver.signing)
+    allowed_signers: str = ""  # OpenSSH allowed_signers file; read by the git server only
+    openpgp_keys: str = ""  # armored OpenPGP public keys; read by the git server only
 
 
 @dataclass(frozen=True)
@@ -80,14 +93,52 @@ class ReconcileSettings:
 
 
 @dataclass(frozen=True)
+class AutomationSettings:
+    """How pushgate's own commits (image bumps, automatic reverts) reach the branch: pushed over
+    HTTP to this server as `user`, a user of the users file like any other (its role and scopes
+    apply), through the same receive path, gate and live check as a human push."""
+
+    user: str = ""  # "" = no automation
+    token_file: str = ""  # the user's token (a mounted Secret); never logged
+    url: str = ""  # the server's base URL; "" = the address `serve` listens on (run dir)
+    author: str = "pushgate <pushgate@localhost>"  # author and committer of its commits
+    auto_revert: tuple[str, ...] = ()  # branches whose failed commits are reverted (opt-in)
+    revert_after: float = 120.0  # seconds a commit must stay Failed or Degraded first
+
+
+@dataclass(frozen=True)
+class ImageSettings:
+    """Image automation (pushgate.automation): present = `serve` starts `pushgate automate`."""
+
+    branch: str = ""  # the branch whose workloads are bumped; "" = reconcile.branch
+    interval: float = 300.0  # seconds between registry scans
+    jitter: float = 0.05  # each wait is interval * (1 +- jitter), so replicas do not scan in step
+    credentials_file: str = ""  # docker config JSON (a mounted kubernetes.io/dockerconfigjson Secret)
+    credentials_secret: str = ""  # "namespace/name" of such a Secret, read with the cluster credentials
+    insecure_registries: tuple[str, ...] = ()  # hosts asked over plain http (loopback always is)
+    retry_refused: float = 3600.0  # seconds before the same refused bump is pushed again
+    timeout: float = 10.0  # seconds per registry request
+
+
+@dataclass(frozen=True)
 class Config:
     build: BuildConfig = field(default_factory=BuildConfig)
     gate: GateSettings = field(default_factory=GateSettings)
     reconcile: ReconcileSettings = field(default_factory=ReconcileSettings)
+    automation: AutomationSettings = field(default_factory=AutomationSettings)
+    notifications: tuple[notify_settings.Destination, ...] = ()
+    images: ImageSettings | None = None  # None = no image automation
 
     def to_dict(self) -> dict[str, Any]:
-        return {"build": _camel(self.build.to_dict()), "gate": _camel(dataclasses.asdict(self.gate)),
-                "reconcile": _camel(dataclasses.asdict(self.reconcile))}
+        out: dict[str, Any] = {"build": _camel(self.build.to_dict()),
+                               "gate": _camel(dataclasses.asdict(self.gate)),
+                               "reconcile": _camel(dataclasses.asdict(self.reconcile)),
+                               "automation": _camel(dataclasses.asdict(self.automation))}
+        if self.notifications:  # file paths only: the secrets stay in their files
+            out["notifications"] = [notify_settings.to_dict(d) for d in self.notifications]
+        if self.images is not None:
+            out["images"] = _camel(dataclasses.asdict(self.images))
+        return out
 
     def replace(self, section: str, **changes: Any) -> Config:
         """A copy with some fields of one section changed (None values are ignored: unset flags)."""
@@ -102,7 +153,8 @@ class Config:
 
 
 _SECTIONS: dict[str, type[Any]] = {"build": BuildConfig, "gate": GateSettings,
-                                   "reconcile": ReconcileSettings}
+                                   "reconcile": ReconcileSettings, "automation": AutomationSettings,
+                                   "images": ImageSettings}
 
 
 def _camel(d: dict[str, Any]) -> dict[str, Any]:
@@ -129,9 +181,16 @@ def from_dict(doc: Any, where: str) -> Config:
         raise ConfigError(f"{where}: expected a mapping with build, gate and reconcile sections")
     sections: dict[str, Any] = {}
     for name, value in doc.items():
+        if name == "notifications":
+            try:
+                sections[name] = notify_settings.parse(value, f"{where}: notifications")
+            except notify_errors.SettingsError as e:
+                raise ConfigError(str(e)) from e
+            continue
         cls = _SECTIONS.get(name)
         if cls is None:
-            raise ConfigError(f"{where}: unknown section {name!r} (expected build, gate, reconcile)")
+            raise ConfigError(f"{where}: unknown section {name!r} (expected build, gate, reconcile, "
+                              f"automation, notifications, images)")
         if not isinstance(value, dict):
             raise ConfigError(f"{where}: {name} must be a mapping")
         sections[name] = _section(cls, value, f"{where}: {name}")
@@ -225,6 +284,10 @@ def validate(c: Config, where: str = "configuration") -> None:
         raise ConfigError(f"{where}: gate.pruneRoles {list(g.prune_roles)}: roles are read, write, admin")
     if not g.gated_refs:
         raise ConfigError(f"{where}: gate.gatedRefs must name at least one ref")
+    for ref in g.require_signed:
+        if not ref.startswith("refs/"):
+            raise ConfigError(f"{where}: gate.requireSigned {ref!r} must be a full ref pattern "
+                              f"(refs/heads/main, refs/heads/*)")
     if r.drift not in ("correct", "detect", "off"):
         raise ConfigError(f"{where}: reconcile.drift {r.drift!r}: expected correct, detect or off")
     if not r.health_timeout > 0:
@@ -234,6 +297,37 @@ def validate(c: Config, where: str = "configuration") -> None:
                           f"namespace name")
     if not r.branch or r.branch.startswith(("refs/", "/")) or ".." in r.branch:
         raise ConfigError(f"{where}: reconcile.branch {r.branch!r}: expected a branch name such as main")
+    a = c.automation
+    if bool(a.user) != bool(a.token_file):
+        raise ConfigError(f"{where}: automation.user and automation.tokenFile go together (the user "
+                          f"pushgate's own commits are pushed as, and its token)")
+    if a.auto_revert and not a.user:
+        raise ConfigError(f"{where}: automation.autoRevert needs automation.user and tokenFile")
+    if not a.revert_after > 0:
+        raise ConfigError(f"{where}: automation.revertAfter must be positive")
+    if a.url and not a.url.startswith(("http://", "https://")):
+        raise ConfigError(f"{where}: automation.url {a.url!r} is not an http(s) URL")
+    if not re.match(r"^[^<>\n]+ <[^<>\n]+>$", a.author):
+        raise ConfigError(f"{where}: automation.author {a.author!r}: expected 'Name <email>'")
+    if c.images is not None:
+        _validate_images(c.images, where)
+        if not a.user:
+            raise ConfigError(f"{where}: images needs automation.user and automation.tokenFile (bumps "
+                              f"are pushed through the gate as that user)")
+
+
+def _validate_images(i: ImageSettings, where: str) -> None:
+    if not i.interval >= 1:
+        raise ConfigError(f"{where}: images.interval must be at least 1 (seconds)")
+    if not 0 <= i.jitter < 1:
+        raise ConfigError(f"{where}: images.jitter must be in [0, 1)")
+    if not i.timeout > 0 or i.retry_refused < 0:
+        raise ConfigError(f"{where}: images.timeout must be positive and images.retryRefused >= 0")
+    if i.branch and (i.branch.startswith(("refs/", "/")) or ".." in i.branch):
+        raise ConfigError(f"{where}: images.branch {i.branch!r}: expected a branch name such as main")
+    if i.credentials_secret and not re.match(r"^[a-z0-9-]+/[a-z0-9.-]+$", i.credentials_secret):
+        raise ConfigError(f"{where}: images.credentialsSecret {i.credentials_secret!r}: expected "
+                          f"namespace/name")
 
 
 _RELEASE = re.compile(r"^[a-z0-9]([-a-z0-9]{0,51}[a-z0-9])?$")  # helm's release-name rule

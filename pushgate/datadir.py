@@ -2,9 +2,9 @@
 
 Both sides (and the CLI) read and write the same directory; everything they agree on is named
 here and nowhere else: the repository, pushgate's own refs, the notes ref, the per-branch status
-file, the wake file, the push log, the persisted configuration, the gate's verdicts and the
-live-check socket and token. The documents are typed (`TypedDict`) so a change on one side is
-a type error on the other.
+file, the wake file, the push log, the persisted configuration, the gate's verdicts, the
+live-check socket and token, and the policy repository with its materialised commits. The
+documents are typed (`TypedDict`) so a change on one side is a type error on the other.
 Shared layer: imports neither `gitserver` nor `reconciler`.
 """
 
@@ -14,10 +14,15 @@ import json
 import os
 import tempfile
 import time
-from typing import Any, TypedDict
+from typing import Any, NotRequired, TypedDict
 from urllib.parse import quote
 
 REPO = "cluster.git"
+# The policy set by GitOps: its `main` is the active policy commit (see gitserver.policyrepo),
+# each accepted commit materialised, before the ref moves, under POLICY_TREES/<commit>/.
+POLICY_REPO = "policies.git"
+POLICY_BRANCH = b"refs/heads/main"
+POLICY_TREES = "policies"
 NOTES_REF = b"refs/notes/pushgate"
 DEPLOYED_PREFIX = b"refs/deployed/"
 OWN_REFS = (DEPLOYED_PREFIX, NOTES_REF)  # written by pushgate only; a push may never move them
@@ -29,6 +34,8 @@ CONFIG = "config.json"
 RUN_DIR = "run"
 LIVE_SOCKET = "live.sock"
 LIVE_TOKEN = "live.token"  # noqa: S105 - a file name, not a secret
+SERVER_URL = "server.url"  # in the run dir: where `serve` listens (pushgate's own pushes go there)
+IMAGES_STATUS = "automation/images.json"
 _STATUS_DIR = "status"
 _VERDICT_DIR = "verdicts"
 
@@ -88,11 +95,24 @@ class Verdict(TypedDict):
     objects: int
     config: str  # digest of the build configuration it was built with
     policies: str  # version of the policy set it was checked against
+    # where that policy set came from: "commit:<sha>" (policies.git) or "dir:<version>" (--policies)
+    policySource: NotRequired[str]
 
 
 # -- paths --------------------------------------------------------------------------------------
 def repo_path(data_dir: str) -> str:
     return os.path.join(data_dir, REPO)
+
+
+def policy_repo_path(data_dir: str) -> str:
+    return os.path.join(data_dir, POLICY_REPO)
+
+
+def policy_tree_path(data_dir: str, commit: str) -> str:
+    """Where an accepted policy commit's tree is materialised (read by every server worker)."""
+    if len(commit) != 40 or any(c not in "0123456789abcdef" for c in commit):
+        raise ValueError(f"not a commit id: {commit[:60]!r}")
+    return os.path.join(data_dir, POLICY_TREES, commit)
 
 
 def branch_of(ref: str) -> str:
@@ -151,6 +171,11 @@ def leader_summary(data_dir: str, branch: str) -> str:
         return (f"no reconciler here leads {branch}: the Lease is held by {holder} (here: {here}); "
                 f"the commit is applied by the leader, or here once the Lease is taken over")
     return f"no reconciler leads {branch} yet (here: {here}): waiting for the Lease"
+
+
+def images_status_path(data_dir: str) -> str:
+    """Image automation's status (`pushgate automate` writes it after each scan; the API reads it)."""
+    return os.path.join(data_dir, IMAGES_STATUS)
 
 
 def wake_path(data_dir: str) -> str:
@@ -214,6 +239,16 @@ def write_status(data_dir: str, branch: str, doc: StatusDoc) -> None:
 
 def write_verdict(data_dir: str, verdict: Verdict) -> None:
     write_json(verdict_path(data_dir, verdict["commit"]), verdict, durable=True)
+
+
+def policy_source_text(label: str) -> str:
+    """A verdict's `policySource` for people: "policies.git 1a2b3c4d5e6f", "directory 9f8e7d6c5b4a"."""
+    kind, _, value = label.partition(":")
+    if kind == "commit":
+        return f"policies.git {value[:12]}"
+    if kind == "dir":
+        return f"directory {value[:12]}"
+    return label or "-"
 
 
 def read_verdict(data_dir: str, commit: str) -> Verdict | None:

@@ -62,6 +62,13 @@ def _define() -> None:
         "pushgate_reconcile_refusals_total",
         "Commits not applied because the gate's verdict does not cover what was built", ["reason"])
     _metrics["verdicts"] = Counter("pushgate_commit_verdicts_total", "Commit verdicts", ["verdict"])
+    _metrics["notifications"] = Counter(
+        "pushgate_notifications_total", "Notification attempts by destination and result "
+        "(delivered, retried, dead-letter)", ["destination", "result"])
+    _metrics["notification_dead_letters"] = Counter(
+        "pushgate_notification_dead_letters_total",
+        "Notifications given up on (retries or age exhausted, or refused by the receiver)",
+        ["destination"])
 
 
 def metric(name: str) -> Any:

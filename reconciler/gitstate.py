@@ -65,6 +65,14 @@ class GitState:
         finally:
             repo.close()
 
+    def full_message(self, sha: str) -> str:
+        repo = self._repo()
+        try:
+            c: Any = repo[sha.encode()]
+            return str(c.message.decode("utf-8", "replace"))
+        finally:
+            repo.close()
+
     def between(self, old: str | None, new: str, limit: int = 1000) -> list[str]:
         """First-parent commits after `old` up to `new`, excluding both, newest first."""
         repo = self._repo()

@@ -29,6 +29,7 @@ Where pushgate is stricter than kstatus, on purpose:
 
 from __future__ import annotations
 
+import calendar
 import time
 from dataclasses import dataclass
 from typing import Any
@@ -45,19 +46,42 @@ class Health:
     message: str = ""
 
 
-def assess(obj: dict[str, Any] | None, now: float | None = None) -> Health:
-    """The kstatus status of one live object (`None`: it is not in the cluster)."""
+def assess(obj: dict[str, Any] | None, now: float | None = None,
+           applied_at: float | None = None) -> Health:
+    """The kstatus status of one live object (`None`: it is not in the cluster). `applied_at`:
+    when the commit being judged was applied (wall clock), to tell a Deployment's progress
+    deadline condition left from before it (stale) from one about it."""
     if obj is None:
         return Health(FAILED, "not found in the cluster")
     found = generic(obj)
     if found is not None:
         return found
+    if applied_at is not None and _stale_deadline(obj, applied_at):
+        # The controller keeps ProgressDeadlineExceeded after the spec changes until the new
+        # rollout makes progress (it does not reset it for a rollback to an existing
+        # ReplicaSet): not a verdict on this commit yet. The health timeout still bounds it.
+        return Health(IN_PROGRESS, "rolling out (the progress deadline condition predates this "
+                                   "commit)")
     rule = kinds.RULES.get(group_kind(obj))
     if rule is not None:
         status, message = rule(obj, time.time() if now is None else now)
         return Health(status, message)
     found = summary(obj)
     return found if found is not None else Health(CURRENT, "resource is current")
+
+
+def _stale_deadline(obj: dict[str, Any], applied_at: float) -> bool:
+    if group_kind(obj) != "apps/Deployment":
+        return False
+    for c in kinds.conditions(obj):
+        if c.get("type") == "Progressing" and c.get("reason") == "ProgressDeadlineExceeded":
+            stamp = c.get("lastUpdateTime") or c.get("lastTransitionTime")
+            try:
+                updated = calendar.timegm(time.strptime(str(stamp), "%Y-%m-%dT%H:%M:%SZ"))
+            except ValueError:
+                return False
+            return updated < int(applied_at)
+    return False
 
 
 def group_kind(obj: dict[str, Any]) -> str:

@@ -23,7 +23,7 @@ from typing import Any
 from pushgate import config as configmod
 from pushgate import datadir, observe
 from pushgate.build import build as buildmod
-from reconciler import drift, errors, health, status
+from reconciler import autorevert, drift, errors, health, notices, status
 from reconciler.apply import Applier, ApplyReport
 from reconciler.cluster import Cluster
 from reconciler.gitstate import GitState
@@ -44,8 +44,13 @@ class Reconciler:
                  health_timeout: float = 300.0, kustomize: str | None = None,
                  prune_protected: bool = False, max_backoff: float = 30.0,
                  drift_mode: str = "correct", leader_elect: bool = True,
-                 lease: tuple[float, float, float] = (15.0, 10.0, 2.0)) -> None:
+                 lease: tuple[float, float, float] = (15.0, 10.0, 2.0),
+                 automation: configmod.AutomationSettings | None = None,
+                 run_dir: str | None = None) -> None:
         self.data_dir = data_dir
+        self.reverter = autorevert.AutoReverter(data_dir, branch,
+                                                automation or configmod.AutomationSettings(), run_dir)
+        self._last_report: ApplyReport | None = None  # of the last commit whose result is final
         self.connect = connect
         self.branch = branch
         self.inventory_namespace = inventory_namespace
@@ -128,6 +133,17 @@ class Reconciler:
         self._handle_drift()
         if self._tracking is not None:
             self._follow_health()
+        elif self.reverter.tick(self.doc, head, self.git.full_message, self._assess_now):
+            self._save()
+
+    def _assess_now(self) -> tuple[str, str]:
+        """The last finished commit's verdict, assessed again from the cluster."""
+        report = self._last_report
+        if report is None or self.cluster is None:
+            result = self.doc.get("result") or {}
+            return str(result.get("verdict", "Failed")), str(result.get("reason", ""))
+        healths = [health.assess(self._live(r.entry)) for r in report.applied]
+        return health.verdict(healths, len(report.failures))
 
     def _handle_drift(self) -> None:
         if self.watches is None or self.checker is None:
@@ -152,6 +168,8 @@ class Reconciler:
             status.record_drift(self.doc, event.as_dict())
             observe.metric("drift").labels(str(event.corrected).lower()).inc()
             self.doc["driftCount"] = self.doc.get("driftCount", 0) + 1
+        notices.drift_corrected(self.data_dir, self.branch, self.doc.get("lastAppliedRevision", ""),
+                                [e.as_dict() for e in found if e.corrected])
         if found or self.doc.get("watchRelists") != drift.Watches.relists_total:
             self.doc["watchRelists"] = drift.Watches.relists_total
             self._save()
@@ -303,9 +321,13 @@ class Reconciler:
             self._retry_later()
         if not report.failures:
             self.git.mark_deployed(head)
+            if self.doc.get("lastAppliedRevision") != head:  # not again after a restart
+                notices.commit_applied(self.data_dir, self.branch, head,
+                                       [r.action for r in report.results], self.git.commit_info(head))
             self.doc["lastAppliedRevision"] = head
         status.set_condition(self.doc, "Stalled", False, "Applied", "")
-        self._tracking = {"revision": head, "report": report, "started": time.monotonic()}
+        self._tracking = {"revision": head, "report": report, "started": time.monotonic(),
+                          "applied_at": time.time()}
         self.doc["objects"] = [self._object_row(r) for r in report.results]
         self._start_drift(applier, report)
         # The apply's responses are the objects as they are live right now: judge them, rather
@@ -341,7 +363,8 @@ class Reconciler:
         digest = built.digest()
         self.doc["verdict"] = {"revision": head, "digest": digest, "gateDigest": verdict["digest"],
                                "config": cfg.build.digest(), "gateConfig": verdict["config"],
-                               "policies": verdict["policies"], "objects": len(built.manifests)}
+                               "policies": verdict["policies"], "objects": len(built.manifests),
+                               "policySource": verdict.get("policySource", "")}
         if digest != verdict["digest"]:
             why = (f"the build configuration changed since the push (gate: {verdict['config']}, "
                    f"now: {cfg.build.digest()})" if verdict["config"] != cfg.build.digest()
@@ -399,6 +422,8 @@ class Reconciler:
         self._tracking = None
         entry = {"revision": head, "result": "Failed", "reason": reason, "detail": message,
                  "time": time.time()}
+        notices.commit_result(self.data_dir, self.branch, head, "Failed", reason,
+                              notices.previous_result(self.doc, head), message)
         # `message` is the commit's subject (from commit_info); the failure is in `detail`.
         status.record_commit(self.doc, {**entry, **self.git.commit_info(head)})
         self.git.note(head, f"pushgate: Failed ({reason})\n{message}\n")
@@ -422,7 +447,7 @@ class Reconciler:
             except errors.Temporary as e:
                 self._outage(e)
                 return
-            h = health.assess(live)
+            h = health.assess(live, applied_at=self._tracking["applied_at"])
             healths.append(h)
             if r.ref in rows:
                 rows[r.ref]["health"], rows[r.ref]["healthMessage"] = h.status, h.message
@@ -455,13 +480,19 @@ class Reconciler:
         if gate.get("revision") == revision:
             lines.append(f"gate verdict: objects {gate.get('objects')}, digest {gate.get('digest')}, "
                          f"build config {gate.get('config')}, policies {gate.get('policies')}")
+            if gate.get("policySource"):  # the policy commit (or directory) that passed it
+                lines.append(f"policy source: {gate['policySource']}")
         for r in report.results:
             row = rows.get(r.ref, {})
             health_part = f" {row.get('health')}" if row.get("health") else ""
             lines.append(f"{r.line()}{health_part}")
         self.git.note(revision, "\n".join(lines) + "\n")
         observe.metric("verdicts").labels(verdict).inc()
+        notices.commit_result(self.data_dir, self.branch, revision, verdict, reason,
+                              notices.previous_result(self.doc, revision))
         status.record_commit(self.doc, {"revision": revision, "result": verdict, "reason": reason,
                                         "time": time.time(), **counts,
                                         **self.git.commit_info(revision)})
+        self._last_report = report
+        self.reverter.consider(self.doc, revision, verdict, reason)
         self._tracking = None

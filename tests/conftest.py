@@ -95,8 +95,8 @@ def server_factory(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Callabl
     """Start `pushgate serve` processes (extra flags as arguments); all stopped after the test."""
     made: list[Server] = []
 
-    def make(*args: str, env: dict[str, str] | None = None) -> Server:
-        s = make_server(tmp_path_factory.mktemp("pushgate"), *args, env=env)
+    def make(*args: str, env: dict[str, str] | None = None, **kw: Any) -> Server:
+        s = make_server(tmp_path_factory.mktemp("pushgate"), *args, env=env, **kw)
         made.append(s)
         return s
 

@@ -7,6 +7,7 @@ import os
 import subprocess
 import sys
 import urllib.request
+from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
 
@@ -82,13 +83,23 @@ class Server:
                               capture_output=True, text=True, check=False)
 
 
+DEFAULT_USERS = (("admin", "admin"), ("writer", "write"), ("reader", "read"))
+
+
 def make_server(workdir: Path, *args: str, env: dict[str, str] | None = None,
-                users: tuple[tuple[str, str], ...] = (("admin", "admin"), ("writer", "write"),
-                                                       ("reader", "read"))) -> Server:
+                users: tuple[tuple[str, str], ...] = DEFAULT_USERS,
+                config: Callable[[Path], str] | None = None) -> Server:
+    """`users` are added to the users file, each token also written to workdir/tokens/<name>;
+    `config(workdir)` returns a configuration file's text, passed with --config."""
     workdir.mkdir(parents=True, exist_ok=True)
     s = Server(workdir, procs.free_port(), args=list(args), env=dict(env or {}))
+    (workdir / "tokens").mkdir(exist_ok=True)
     for name, role in users:
         res = subprocess.run([PUSHGATE, "user", "add", "--users", str(workdir / "users.json"),
                               name, "--role", role], capture_output=True, text=True, check=True)
         s.tokens[name] = res.stdout.strip()
+        (workdir / "tokens" / name).write_text(s.tokens[name] + "\n")
+    if config is not None:
+        (workdir / "pushgate.yaml").write_text(config(workdir))
+        s.args.append(f"--config={workdir / 'pushgate.yaml'}")
     return s.start()

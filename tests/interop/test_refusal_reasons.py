@@ -11,7 +11,7 @@ from collections.abc import Callable
 from pathlib import Path
 
 from gitserver.receive import Refusal
-from tests.bed import procs, rawgit, samples
+from tests.bed import procs, rawgit, samples, signers
 from tests.bed.gitcli import Git
 from tests.bed.server import PUSHGATE, Server
 
@@ -92,10 +92,14 @@ def test_every_refusal_reason_is_typed_and_counted(git: Git, server_factory: Cal
 def test_gate_timeout_engine_and_internal_failures_are_typed(git: Git, server_factory: Callable[..., Server],
                                                              tmp_path: Path) -> None:
     closed = procs.free_port()
+    allowed = signers.allowed_signers(tmp_path / "allowed_signers",
+                                      {"admin": signers.ssh_key(tmp_path / "keys", "admin")})
     cases = [
         (Refusal.TIMEOUT, ("--gate-timeout=0.0001",), {}),
         (Refusal.ENGINE, (f"--opa-url=http://127.0.0.1:{closed}",), {}),
         (Refusal.INTERNAL, (), {"PUSHGATE_FAULT": "gate-check"}),
+        # signature: an unsigned commit where signed ones are required
+        (Refusal.SIGNATURE, ("--require-signed=refs/heads/*", f"--allowed-signers={allowed}"), {}),
     ]
     for i, (expect, args, env) in enumerate(cases):
         server = server_factory("--workers=1", *args, env=env)
