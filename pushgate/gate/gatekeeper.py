@@ -236,6 +236,11 @@ def _template(rel: str, doc: dict[str, Any], opa: str | None) -> tuple[Template,
         if re.search(r"(?<![\w.])external_data\s*\(", code):
             raise GatekeeperError(f"{rel}: template {kind} calls external_data: external data "
                                   f"providers are not evaluated at push")
+        network = re.search(r"(?<![\w.])(http\.send|net\.lookup_ip_addr)\s*\(", code)
+        if network:
+            raise GatekeeperError(f"{rel}: template {kind} calls {network.group(1)}: a push is "
+                                  f"never judged by what a network call answers (Gatekeeper "
+                                  f"disables http.send too)")
         pkg = _PACKAGE_LINE.search(v1)
         if pkg is None:
             raise GatekeeperError(f"{rel}: template {kind}: {name} has no package declaration")
