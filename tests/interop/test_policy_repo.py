@@ -238,3 +238,60 @@ def test_breaking_change_needs_allow_breaking(git: Git, pg: Server, tmp_path: Pa
     git.commit_all(cluster, "unrelated change")
     res = cluster_push(git, pg, cluster)
     assert res.returncode != 0 and "[legacy/deny]" in res.stderr, res.stderr
+
+
+GK_TEMPLATE = """\
+apiVersion: templates.gatekeeper.sh/v1
+kind: ConstraintTemplate
+metadata:
+  name: pgownerlabel
+spec:
+  crd:
+    spec:
+      names:
+        kind: PgOwnerLabel
+  targets:
+    - target: admission.k8s.gatekeeper.sh
+      rego: |
+        package pgownerlabel
+        violation[{"msg": msg}] {
+          not input.review.object.metadata.labels.owner
+          msg := sprintf("%v %v has no owner label", [input.review.kind.kind, input.review.name])
+        }
+"""
+GK_CONSTRAINT = """\
+apiVersion: constraints.gatekeeper.sh/v1beta1
+kind: PgOwnerLabel
+metadata:
+  name: configmaps-need-owner
+spec:
+  match:
+    kinds: [{apiGroups: [""], kinds: ["ConfigMap"]}]
+"""
+
+
+def test_gatekeeper_objects_in_policies_git_judge_the_next_push(git: Git, pg: Server, tmp_path: Path) -> None:
+    """A ConstraintTemplate and its Constraint pushed to policies.git: the policy check names the
+    deployed object the constraint would now reject, and once accepted the next cluster push is
+    judged by it, named by the constraint."""
+    cluster = git.init(tmp_path / "cluster")
+    git.write(cluster, {"ns.yaml": samples.namespace(), "cm.yaml": samples.configmap(name="unowned")})
+    git.commit_all(cluster, "a ConfigMap without an owner")
+    assert cluster_push(git, pg, cluster).returncode == 0
+
+    work = policy_repo(git, tmp_path / "policies", {"gatekeeper/template.yaml": GK_TEMPLATE,
+                                                    "gatekeeper/constraint.yaml": GK_CONSTRAINT,
+                                                    "main.rego": MODULE, "main_test.rego": TESTS})
+    res = policy_push(git, pg, work)
+    assert res.returncode != 0
+    assert any("ConfigMap/shop/unowned [PgOwnerLabel/configmaps-need-owner] ConfigMap unowned has no "
+               "owner label" in line for line in remote(res)), res.stderr
+    res = policy_push(git, pg, work, "allow-breaking")
+    assert res.returncode == 0, res.stderr
+
+    git.write(cluster, {"cm2.yaml": samples.configmap(name="also-unowned")})
+    git.commit_all(cluster, "another")
+    res = cluster_push(git, pg, cluster)
+    assert res.returncode != 0
+    assert any("[PgOwnerLabel/configmaps-need-owner] ConfigMap also-unowned has no owner label" in line
+               for line in remote(res)), res.stderr
