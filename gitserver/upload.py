@@ -1,4 +1,5 @@
-"""The upload (clone/fetch) path: dulwich's UploadPackHandler with its pack data coalesced.
+"""The upload (clone/fetch) path: dulwich's UploadPackHandler with its pack data coalesced, and
+a fresh clone streamed from the repository's own packs (`packstream`) where that is exact.
 
 Called by `app` for `git-upload-pack`. dulwich writes each pack object as several side-band
 packets, and dulwich.web hands each one to the WSGI `write()`: under gunicorn that is one HTTP
@@ -9,10 +10,13 @@ git sends them, and flushed before the terminating flush-pkt.
 
 from __future__ import annotations
 
-from collections.abc import Callable
+from collections.abc import Callable, Mapping
+from typing import Any
 
-from dulwich.protocol import CAPABILITY_SIDE_BAND_64K
-from dulwich.server import UploadPackHandler
+from dulwich.protocol import CAPABILITY_NO_DONE, CAPABILITY_OFS_DELTA, CAPABILITY_SIDE_BAND_64K
+from dulwich.server import UploadPackHandler, _ProtocolGraphWalker
+
+from gitserver import packstream
 
 # The largest side-band-64k payload: a 65520-byte pkt-line less its 4-byte length and channel.
 SIDEBAND_PAYLOAD = 65515
@@ -47,3 +51,82 @@ class BufferedUploadPackHandler(UploadPackHandler):
 
         self.write_pack_data = write
         self.proto.write_pkt_line = flush_then_write  # type: ignore[method-assign]
+
+    def handle(self) -> None:
+        """dulwich's `handle` (dulwich 1.2, pinned < 1.3), except that a clone the repository's
+        packs answer exactly is streamed from them; everything else goes to dulwich."""
+        files = packstream.pack_files(self.repo.object_store)
+        if files is None:
+            super().handle()
+            return
+        self._processing_have_lines = True
+        graph_walker = _ProtocolGraphWalker(self, self.repo.object_store, self.repo.get_peeled,
+                                            self.repo.refs.get_symrefs)
+        wants: list[Any] = []
+
+        def wants_wrapper(refs: Mapping[Any, Any], depth: int | None = None) -> list[Any]:
+            wants.extend(graph_walker.determine_wants(refs, depth))
+            return wants
+
+        missing = self.repo.find_missing_objects(wants_wrapper, graph_walker, self.progress,
+                                                 get_tagged=self.get_tagged)
+        if len(wants) == 0 or missing is None:
+            return
+        walked: list[Any] | None = None
+
+        def reachable() -> set[Any]:
+            nonlocal walked
+            walked = list(missing)
+            return {oid for oid, _ in walked}
+
+        streamable = (not getattr(missing, "remote_has", True) and self.filter_spec is None
+                      and not getattr(graph_walker, "shallow", None)
+                      and not getattr(graph_walker, "unshallow", None)
+                      and self.has_capability(CAPABILITY_OFS_DELTA)
+                      and packstream.eligible(self.repo.object_store, wants, files, reachable))
+        object_ids: list[Any] | None = None
+        if not streamable:
+            object_ids = walked if walked is not None else list(missing)
+        if not graph_walker.handle_done(not self.has_capability(CAPABILITY_NO_DONE),
+                                        self._done_received):
+            return
+        self._start_pack_send_phase()
+        if object_ids is None:
+            self.progress(b"sending the repository's packs as they are\n")
+            packstream.stream(files, self.write_pack_data, self.repo.object_store.object_format)
+        else:
+            self._send_objects(wants, object_ids)
+        self.proto.write_pkt_line(None)
+
+    def _send_objects(self, wants: list[Any], object_ids: list[Any]) -> None:
+        """dulwich 1.2's own tail of `handle`: the filter (partial clone), then the pack."""
+        from dulwich.object_filters import (
+            CombineFilter,
+            SparseOidFilter,
+            TreeDepthFilter,
+            filter_pack_objects,
+            filter_pack_objects_with_paths,
+        )
+        from dulwich.pack import write_pack_from_container
+
+        if self.filter_spec is not None:
+            original = len(object_ids)
+
+            def needs_paths(spec: Any) -> bool:
+                if isinstance(spec, TreeDepthFilter | SparseOidFilter):
+                    return True
+                return isinstance(spec, CombineFilter) and any(needs_paths(f) for f in spec.filters)
+
+            if needs_paths(self.filter_spec):
+                kept = filter_pack_objects_with_paths(self.repo.object_store, wants, self.filter_spec,
+                                                      progress=self.progress)
+                object_ids = [(oid, None) for oid in kept]
+            else:
+                keep = set(filter_pack_objects(self.repo.object_store,
+                                               [oid for oid, _ in object_ids], self.filter_spec))
+                object_ids = [(oid, hint) for oid, hint in object_ids if oid in keep]
+            if original - len(object_ids) > 0:
+                self.progress(f"filtered {original - len(object_ids)} objects.\n".encode("ascii"))
+        self.progress(f"counting objects: {len(object_ids)}, done.\n".encode("ascii"))
+        write_pack_from_container(self.write_pack_data, self.repo.object_store, object_ids,
+                                  object_format=self.repo.object_format)

@@ -1,0 +1,62 @@
+"""A fresh clone is streamed from the repository's own packs when they hold exactly what the
+clone needs, and served by dulwich otherwise; with the stock git client either way the clone is
+complete and valid (`git fsck --strict`), and objects no ref reaches are never handed out."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+from tests.bed import samples
+from tests.bed.gitcli import Git
+from tests.bed.server import Server
+
+STREAMED = "sending the repository's packs as they are"
+
+
+def clone(git: Git, server: Server, dest: Path) -> str:
+    res = git.run("clone", "--progress", "--no-checkout", server.url("reader"), str(dest))
+    git.run("fsck", "--strict", "--no-dangling", cwd=dest)
+    return res.stderr
+
+
+def test_clone_of_several_pushes_is_streamed_and_valid(git: Git, server: Server, tmp_path: Path) -> None:
+    work = git.init(tmp_path / "work")
+    shas = []
+    for i in range(4):  # one pack per push, deltas and all
+        git.write(work, {"ns.yaml": samples.namespace(),
+                         f"cm-{i}.yaml": samples.configmap(name=f"cm-{i}", value=str(i) * 200),
+                         "shared.yaml": samples.configmap(name="shared", value="v" * 300 + str(i))})
+        shas.append(git.commit_all(work, f"push {i}"))
+        git.run("push", "-q", server.url("writer"), "HEAD:refs/heads/main", cwd=work)
+    assert len(list((server.repo / "objects" / "pack").glob("*.pack"))) >= 4
+    first = clone(git, server, tmp_path / "c1")
+    again = clone(git, server, tmp_path / "c2")  # the cached decision
+    for out, dest in ((first, "c1"), (again, "c2")):
+        assert STREAMED in out, out
+        assert git.rev_parse(tmp_path / dest, "origin/main") == shas[-1]
+        log = git.run("log", "--format=%H", "origin/main", cwd=tmp_path / dest).stdout.split()
+        assert log == shas[::-1]
+    # and a fetch of new commits (the client has some) goes the ordinary way
+    git.write(work, {"late.yaml": samples.configmap(name="late")})
+    late = git.commit_all(work, "late")
+    git.run("push", "-q", server.url("writer"), "HEAD:refs/heads/main", cwd=work)
+    res = git.run("fetch", "--progress", "origin", cwd=tmp_path / "c1")
+    assert STREAMED not in res.stderr
+    assert git.rev_parse(tmp_path / "c1", "origin/main") == late
+    git.run("fsck", "--strict", "--no-dangling", cwd=tmp_path / "c1")
+
+
+def test_objects_of_a_deleted_branch_are_never_cloned(git: Git, server: Server, tmp_path: Path) -> None:
+    work = git.init(tmp_path / "work")
+    git.write(work, {"ns.yaml": samples.namespace(), "cm.yaml": samples.configmap()})
+    git.commit_all(work, "main")
+    git.run("push", "-q", server.url("writer"), "HEAD:refs/heads/main", cwd=work)
+    git.run("checkout", "-q", "-b", "secret", cwd=work)
+    git.write(work, {"leak.yaml": samples.configmap(name="leak", value="do-not-ship")})
+    secret = git.commit_all(work, "secret")
+    git.run("push", "-q", server.url("admin"), "HEAD:refs/heads/secret", cwd=work)
+    git.run("push", "-q", server.url("admin"), ":refs/heads/secret", cwd=work)
+    out = clone(git, server, tmp_path / "c")
+    assert STREAMED not in out  # its pack holds what no ref reaches: dulwich picks the objects
+    res = git.run("cat-file", "-e", secret, cwd=tmp_path / "c", check=False)
+    assert res.returncode != 0, "an unreachable commit was handed out"
