@@ -475,4 +475,5 @@ def _policy_status(app: PushgateApp) -> dict[str, Any]:
 
 
 def create_app(settings: Settings) -> PushgateApp:
+    receive.set_wait_slots(settings.threads)
     return PushgateApp(settings)

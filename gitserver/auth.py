@@ -253,7 +253,8 @@ class AuthMiddleware:
         need = required_role(environ)
         if need is None:
             return self.app(environ, start_response)
-        client = environ.get("REMOTE_ADDR", "?")
+        # Behind the front (gunicorn on a private Unix socket) the front names the client.
+        client = environ.get("HTTP_X_PUSHGATE_CLIENT") or environ.get("REMOTE_ADDR") or "?"
         if self.limiter.blocked(client):
             return _respond(start_response, "429 Too Many Requests",
                             "pushgate: too many failed logins from your address; wait a minute\n",

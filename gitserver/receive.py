@@ -12,6 +12,7 @@ from __future__ import annotations
 
 import enum
 import logging
+import threading
 import time
 from collections.abc import Callable, Iterable, Iterator, Sequence
 from dataclasses import dataclass, field
@@ -271,7 +272,15 @@ class GatedReceivePackHandler(ReceivePackHandler):
             log.exception("post-receive observer failed")
         wait = _wait_seconds(options)
         if outcome.accepted and wait:
-            self._stream_deploy(updates, wait)
+            if WAITS.acquire(blocking=False):
+                try:
+                    self._stream_deploy(updates, wait)
+                finally:
+                    WAITS.release()
+            else:  # every wait slot of this worker is taken: keep its threads for others
+                self._say("pushgate: -o wait: too many pushes are waiting on this server already; "
+                          "the push is accepted, follow its deploy with 'pushgate status' or the "
+                          "status page")
         self._report(unpack, results)
 
     def _stream_deploy(self, updates: Sequence[RefUpdate], timeout: float) -> None:
@@ -550,6 +559,15 @@ class GatedReceivePackHandler(ReceivePackHandler):
 
 
 MAX_WAIT = 600.0
+# `-o wait` holds a request thread while it follows the deploy: at most this many per worker
+# process at once (set from the thread count by the app), so waiting pushes never take the
+# threads clones and pushes need.
+WAITS = threading.BoundedSemaphore(8)
+
+
+def set_wait_slots(threads: int) -> None:
+    global WAITS
+    WAITS = threading.BoundedSemaphore(max(1, threads - 8))
 
 
 def _wait_seconds(options: Sequence[str]) -> float:

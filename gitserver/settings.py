@@ -30,8 +30,9 @@ class Settings:
     run_dir: str = ""  # where the reconciler's live socket and token are (default DATA/run)
     max_pack_bytes: int = 100 * 1024 * 1024
     workers: int = 2
-    threads: int = 4
+    threads: int = 32
     request_timeout: float = 120.0
+    head_timeout: float = 10.0  # seconds a connection has to send its request head (the front)
     body_timeout: float = 60.0  # a request body's grace period (see `bodydeadline`)
     anonymous_role: str | None = None
     kustomize: str | None = None
@@ -108,6 +109,8 @@ def validate(s: Settings) -> None:
         raise ConfigError(f"--kustomize {s.kustomize}: not an executable")
     if s.opa_url and not s.opa_url.startswith(("http://", "https://")):
         raise ConfigError(f"--opa-url {s.opa_url!r}: expected an http(s) URL")
+    if not s.head_timeout > 0:
+        raise ConfigError(f"--head-timeout / PUSHGATE_HEAD_TIMEOUT {s.head_timeout} must be positive")
     if not s.body_timeout > 0:
         raise ConfigError(f"--body-timeout / PUSHGATE_BODY_TIMEOUT {s.body_timeout} must be positive")
     if s.live_check not in ("required", "best-effort", "off"):

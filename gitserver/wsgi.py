@@ -6,6 +6,9 @@ fork; repository recovery runs once in the master before any worker starts.
 
 from __future__ import annotations
 
+import contextlib
+import os
+import tempfile
 from collections.abc import Callable
 from typing import Any
 
@@ -28,10 +31,21 @@ class _Server(BaseApplication):  # type: ignore[misc]
         return self._factory()
 
 
+def backend_socket(run_dir: str) -> str:
+    """gunicorn's private Unix socket (the front forwards to it): in the run dir, or a private
+    temporary directory when that path is too long for a socket address."""
+    path = os.path.join(os.path.abspath(run_dir), "git.sock")
+    if len(path.encode()) > 100:
+        path = os.path.join(tempfile.mkdtemp(prefix="pushgate-"), "git.sock")
+    with contextlib.suppress(FileNotFoundError):
+        os.unlink(path)  # a stale one from a killed server
+    return path
+
+
 def serve(settings: Settings, factory: Callable[[], Any],
-          on_starting: Callable[[], None] | None = None) -> None:
+          on_starting: Callable[[], None] | None = None, bind: str | None = None) -> None:
     options = {
-        "bind": settings.listen, "workers": settings.workers, "threads": settings.threads,
+        "bind": bind or settings.listen, "workers": settings.workers, "threads": settings.threads,
         "worker_class": "gthread", "timeout": int(settings.request_timeout),
         "graceful_timeout": 10, "accesslog": None, "errorlog": "-", "loglevel": "warning",
         "proc_name": "pushgate", "preload_app": False,

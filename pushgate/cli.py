@@ -96,7 +96,10 @@ def _parser() -> argparse.ArgumentParser:
     s.add_argument("--body-timeout", default=_env("BODY_TIMEOUT", "60"),
                    help="seconds a request body may take, plus 1 s per 16 KiB received (slow clients)")
     s.add_argument("--workers", default=_env("WORKERS", "2"), help="server worker processes (default 2)")
-    s.add_argument("--threads", default=_env("THREADS", "4"), help="threads per worker (default 4)")
+    s.add_argument("--threads", default=_env("THREADS", "32"),
+                   help="threads per worker (default 32; idle connections hold none)")
+    s.add_argument("--head-timeout", default=_env("HEAD_TIMEOUT", "10"),
+                   help="seconds a connection has to send its request head (default 10)")
     s.add_argument("--kustomize", default=_env("KUSTOMIZE"),
                    help="kustomize binary (default: the pinned one)")
     s.add_argument("--anonymous-role", default=_env("ANONYMOUS_ROLE"), help="read, to allow anonymous clones")
@@ -269,6 +272,7 @@ def _serve(args: argparse.Namespace) -> int:
         max_pack_bytes=_int("--max-pack-bytes", args.max_pack_bytes),
         body_timeout=_float("--body-timeout", args.body_timeout),
         workers=_int("--workers", args.workers), threads=_int("--threads", args.threads),
+        head_timeout=_float("--head-timeout", args.head_timeout),
         kustomize=args.kustomize or settings.default_kustomize(),
         anonymous_role=args.anonymous_role,
     )
@@ -324,10 +328,18 @@ def _serve(args: argparse.Namespace) -> int:
           file=sys.stderr, flush=True)
     print(f"pushgate: serving {s.data_dir} on http://{host}:{port}/{repos.DEFAULT_REPO}",
           file=sys.stderr, flush=True)
+    # The public port is the buffering front's; gunicorn listens on a private Unix socket.
+    import subprocess
+
+    backend = wsgi.backend_socket(run_dir)
+    front = subprocess.Popen([sys.executable, "-m", "gitserver.front", f"--listen={s.listen}",
+                              f"--backend={backend}", f"--head-timeout={s.head_timeout}",
+                              f"--idle-timeout={s.body_timeout}",
+                              f"--max-backend={s.workers * s.threads}"])
     try:
-        wsgi.serve(s, lambda: app.create_app(s))
+        wsgi.serve(s, lambda: app.create_app(s), bind=f"unix:{backend}")
     finally:
-        for child in (reconciler, automation):
+        for child in (front, reconciler, automation):
             if child is not None:
                 child.terminate()
                 try:
