@@ -125,8 +125,8 @@ def plan(files: Sequence[str], object_format: Any = None
          ) -> tuple[list[tuple[str, list[tuple[int, int]]]], int] | None:
     """The byte ranges to send of each pack, each object once, and how many objects: an entry
     whose object an earlier pack already holds (dulwich completes a thin pack by appending its
-    bases) is left out. None when that cannot be done (a delta of its own pack refers to such
-    an entry by offset): the caller serves the clone another way."""
+    bases) is left out. None when that cannot be done without breaking a delta of its own pack
+    (one refers to it, or spans it, by offset): the caller serves the clone another way."""
     import mmap
 
     from dulwich.pack import load_pack_index
@@ -143,11 +143,15 @@ def plan(files: Sequence[str], object_format: Any = None
                 entries = _entries(mm, idx)
             finally:
                 idx.close()
-        bases = {b for _, _, _, b in entries if b is not None}
+        deltas = [(off, b) for off, _, _, b in entries if b is not None]
+        bases = {b for _, b in deltas}
         ranges: list[tuple[int, int]] = []
         for off, end, sha, _base in entries:
             if sha in sent:
-                if off in bases:
+                # Leaving an entry out moves what follows it closer to what precedes it: only
+                # when no delta after it has its base before it (an OFS_DELTA's distance) --
+                # thin-pack completion appends its bases at the end, where that holds.
+                if off in bases or any(b < off < d for d, b in deltas):
                     return None
                 continue
             sent.add(sha)

@@ -60,3 +60,29 @@ def test_objects_of_a_deleted_branch_are_never_cloned(git: Git, server: Server, 
     assert STREAMED not in out  # its pack holds what no ref reaches: dulwich picks the objects
     res = git.run("cat-file", "-e", secret, cwd=tmp_path / "c", check=False)
     assert res.returncode != 0, "an unreachable commit was handed out"
+
+
+def test_packs_sharing_objects_clone_valid_either_way(git: Git, server: Server, tmp_path: Path) -> None:
+    """Branches pushed from unrelated clones repeat objects main's pack holds (the same file),
+    in the middle of their packs: leaving such an entry out would move the deltas after it, so
+    whether streamed or not, every clone must unpack (unpack-objects for small packs, index-pack
+    for large ones) and be complete."""
+    work = git.init(tmp_path / "work")
+    files = {f"cm-{i}.yaml": samples.configmap(name=f"cm-{i}", value="x" * 300 + str(i))
+             for i in range(12)}
+    git.write(work, {"ns.yaml": samples.namespace(), **files})
+    git.commit_all(work, "main")
+    git.run("push", "-q", server.url("writer"), "HEAD:refs/heads/main", cwd=work)
+    for i in range(3):
+        other = git.init(tmp_path / f"other-{i}")
+        git.write(other, {"cm-0.yaml": files["cm-0.yaml"],
+                          f"own-{i}.yaml": samples.configmap(name=f"own-{i}")})
+        git.commit_all(other, f"branch {i}")
+        git.run("push", "-q", server.url("writer"), f"HEAD:refs/heads/b{i}", cwd=other)
+        for limit in ("100", "1"):  # unpack-objects, then index-pack
+            dest = tmp_path / f"c-{i}-{limit}"
+            git.run("-c", f"transfer.unpackLimit={limit}", "clone", "-q", "--no-checkout",
+                    server.url("reader"), str(dest))
+            git.run("fsck", "--strict", "--no-dangling", cwd=dest)
+            for b in range(i + 1):
+                assert git.rev_parse(dest, f"origin/b{b}")
