@@ -11,7 +11,7 @@ from pathlib import Path
 
 import pytest
 
-from bench import clone, gate_full, gate_incremental, live_check, reconcile, render, rss
+from bench import clone, gate_full, gate_incremental, live_check, load, reconcile, render, rss
 
 pytestmark = pytest.mark.slow
 
@@ -48,9 +48,20 @@ def test_gate_incremental(tmp_path: Path) -> None:
 def test_clone(tmp_path: Path) -> None:
     results = tmp_path / "RESULTS.md"
     out = clone.main(["--size", "50", "--repeats", "1", "--profile", "--results", str(results)])
-    assert _finite(*out["median"].values(), out["ratio"], out["server_in_process_seconds"])
+    assert _finite(*out["median"].values(), out["ratio"], out["fetch_ratio"],
+                   out["server_in_process_seconds"])
     text = _section(results, "clone")
     assert "cProfile" in text
+
+
+def test_load(tmp_path: Path) -> None:
+    results = tmp_path / "RESULTS.md"
+    out = load.main(["--size", "20", "--repeats", "1", "--levels", "1,2", "--slow-heads", "5",
+                     "--results", str(results)])
+    for side, levels in out["results"].items():
+        assert set(levels) == {1, 2}, side
+        assert all(r["errors"] == 0 and _finite(r["p50"], r["p99"]) for r in levels.values()), side
+    assert "**holds**" in _section(results, "load")
 
 
 def test_rss(tmp_path: Path) -> None:
