@@ -11,7 +11,7 @@ from pathlib import Path
 
 import pytest
 
-from bench import clone, gate_full, gate_incremental, live_check, load, reconcile, render, rss
+from bench import clone, gate_full, gate_incremental, live_check, load, reconcile, render, rss, scale
 
 pytestmark = pytest.mark.slow
 
@@ -52,6 +52,16 @@ def test_clone(tmp_path: Path) -> None:
                    out["server_in_process_seconds"])
     text = _section(results, "clone")
     assert "cProfile" in text
+
+
+def test_scale(tmp_path: Path) -> None:
+    results = tmp_path / "RESULTS.md"
+    out = scale.main(["--sizes", "50,100", "--repeats", "1", "--pushes", "2", "--chart", "-",
+                      "--results", str(results)])
+    assert out["sizes"] == [50, 100] and all(len(v) == 2 for v in out["rows"].values())
+    assert all(_finite(*v) for v in out["rows"].values())
+    assert set(out["exponents"]) == set(out["rows"])
+    assert "Growth exponents" in _section(results, "scale")
 
 
 def test_load(tmp_path: Path) -> None:
