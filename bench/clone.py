@@ -26,7 +26,7 @@ import shutil
 import tempfile
 import time
 import warnings
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from pathlib import Path
 from typing import Any
 
@@ -120,6 +120,21 @@ def _timed_calls(call: Any, profile: bool) -> tuple[float, int, str]:
     return seconds, size, text
 
 
+def alternating(sides: dict[str, tuple[list[str], str]], repeats: int, what: str,
+                run: Callable[[str, list[str], str], float]) -> dict[str, list[float]]:
+    """`run` on every side, 1 warm-up + `repeats` rounds, the order reversed every other round;
+    the timed seconds per side (warm-up left out)."""
+    out: dict[str, list[float]] = {s: [] for s in sides}
+    for i in range(1 + repeats):
+        for side in (list(sides) if i % 2 == 0 else list(reversed(sides))):
+            pre, url = sides[side]
+            seconds = run(side, pre, url)
+            print(f"  run {i}{' (warm-up)' if i == 0 else ''} {side:<32} {what} {seconds:7.3f} s", flush=True)
+            if i > 0:
+                out[side].append(seconds)
+    return out
+
+
 def main(argv: Sequence[str] | None = None) -> dict[str, Any]:
     args = common.parser(NAME, __doc__, 10000, 7)
     args.add_argument("--profile", action="store_true", help="also profile pushgate's server side")
@@ -158,28 +173,24 @@ def main(argv: Sequence[str] | None = None) -> dict[str, Any]:
                 "git http-backend (protocol v0)": (["-c", "protocol.version=0"], c_url),
             }
             main_side, c_side = "pushgate (dulwich, protocol v0)", "git http-backend (protocol v2)"
-            times: dict[str, list[float]] = {s: [] for s in sides}
             lsr: dict[str, list[float]] = {s: [] for s in sides}
-            for i in range(1 + opts.repeats):
-                order = list(sides) if i % 2 == 0 else list(reversed(sides))
-                for side in order:
-                    pre, url = sides[side]
-                    dest = work / "clone"
-                    shutil.rmtree(dest, ignore_errors=True)
-                    t0 = time.perf_counter()
-                    git.run(*pre, "clone", "-q", "--no-checkout", url, str(dest), timeout=1800)
-                    seconds = time.perf_counter() - t0
-                    got = git.rev_parse(dest, "HEAD")
-                    if got != head:
-                        raise RuntimeError(f"{side}: cloned {got}, expected {head}")
-                    t0 = time.perf_counter()
-                    git.run(*pre, "ls-remote", url)
-                    ls_s = time.perf_counter() - t0
-                    print(f"  run {i}{' (warm-up)' if i == 0 else ''} {side:<32} clone {seconds:7.3f} s"
-                          f"  ls-remote {ls_s:.3f} s", flush=True)
-                    if i > 0:
-                        times[side].append(seconds)
-                        lsr[side].append(ls_s)
+
+            def clone_once(side: str, pre: list[str], url: str) -> float:
+                dest = work / "clone"
+                shutil.rmtree(dest, ignore_errors=True)
+                t0 = time.perf_counter()
+                git.run(*pre, "clone", "-q", "--no-checkout", url, str(dest), timeout=1800)
+                seconds = time.perf_counter() - t0
+                got = git.rev_parse(dest, "HEAD")
+                if got != head:
+                    raise RuntimeError(f"{side}: cloned {got}, expected {head}")
+                t0 = time.perf_counter()
+                git.run(*pre, "ls-remote", url)
+                lsr[side].append(time.perf_counter() - t0)
+                return seconds
+
+            times = alternating(sides, opts.repeats, "clone", clone_once)
+            lsr = {s: v[1:] for s, v in lsr.items()}  # the warm-up's out
             # Incremental fetch: a clone of the current head, then 10 files change in one push.
             base = work / "fetch-base"
             shutil.rmtree(base, ignore_errors=True)
@@ -189,23 +200,19 @@ def main(argv: Sequence[str] | None = None) -> dict[str, Any]:
             git.write(src, changed)
             new_head = git.commit_all(src, f"{FETCH_FILES} files changed")
             git.run("push", "-q", server.url("writer"), "HEAD:refs/heads/main", cwd=src, timeout=600)
-            fetches: dict[str, list[float]] = {s: [] for s in sides}
-            for i in range(1 + opts.repeats):
-                order = list(sides) if i % 2 == 0 else list(reversed(sides))
-                for side in order:
-                    pre, url = sides[side]
-                    dest = work / "fetch"
-                    shutil.rmtree(dest, ignore_errors=True)
-                    shutil.copytree(base, dest, symlinks=True)
-                    t0 = time.perf_counter()
-                    git.run(*pre, "fetch", "-q", url, "main", cwd=dest, timeout=600)
-                    seconds = time.perf_counter() - t0
-                    if git.rev_parse(dest, "FETCH_HEAD") != new_head:
-                        raise RuntimeError(f"{side}: fetched the wrong head")
-                    print(f"  run {i}{' (warm-up)' if i == 0 else ''} {side:<32} fetch {seconds:7.3f} s",
-                          flush=True)
-                    if i > 0:
-                        fetches[side].append(seconds)
+
+            def fetch_once(side: str, pre: list[str], url: str) -> float:
+                dest = work / "fetch"
+                shutil.rmtree(dest, ignore_errors=True)
+                shutil.copytree(base, dest, symlinks=True)
+                t0 = time.perf_counter()
+                git.run(*pre, "fetch", "-q", url, "main", cwd=dest, timeout=600)
+                seconds = time.perf_counter() - t0
+                if git.rev_parse(dest, "FETCH_HEAD") != new_head:
+                    raise RuntimeError(f"{side}: fetched the wrong head")
+                return seconds
+
+            fetches = alternating(sides, opts.repeats, "fetch", fetch_once)
             pack = sum(p.stat().st_size for p in (server.repo / "objects" / "pack").glob("*.pack"))
             in_proc = common.in_child(serve_in_process, str(server.data_dir), str(server.dir / "users.json"),
                                       "reader", server.tokens["reader"], head, opts.profile)
