@@ -4,14 +4,14 @@ Called by `upload.BufferedUploadPackHandler` once dulwich has negotiated a fetch
 every pack object again (decompressed and compressed once more, in Python): for a 10,000-file
 repository that is most of a clone's time. When the client has nothing in common with what it
 wants (a clone), asked for no filter and no shallow history, speaks `ofs-delta`, and the
-repository's packs hold exactly the objects reachable from what it wants -- each once, nothing
-else, nothing loose -- the packs' entries are sent as they are, one after the other, under one
+repository's packs hold exactly the objects reachable from what it wants -- nothing else --
+the packs' entries are sent as they are, one after the other, under one
 header and one checksum: a valid pack (an OFS_DELTA's base is at the same distance in the
 stream as in its own pack; a REF_DELTA names its base, which is in the stream).
 
 "Exactly" matters: objects a refused push never stored are not there anyway, but those of a
 deleted or rewritten branch may still be in a pack, and a clone must not hand them out; such a
-repository (or one with loose objects) is served by dulwich as before. Deciding takes the walk a
+repository (or a clone that reaches a loose object) is served by dulwich as before. Deciding takes the walk a
 clone needs anyway; the answer is cached per (wanted commits, pack files), so further clones of
 the same state only stream.
 """
@@ -31,14 +31,12 @@ _lock = threading.Lock()
 
 
 def pack_files(object_store: Any) -> list[str] | None:
-    """The .pack files of a disk object store, in a stable order; None when there are loose
-    objects (their ids are then not all in packs) or the store is not on disk."""
+    """The .pack files of a disk object store, in a stable order (None: not on disk). Loose
+    objects (the reconciler's notes) do not matter: a clone that reaches one is not answered
+    by the packs alone (`eligible` compares the sets), one that does not never sees them."""
     path = getattr(object_store, "path", None)
     if not path:
         return None
-    for name in os.listdir(path):
-        if len(name) == 2 and name != "pa" and os.listdir(os.path.join(path, name)):
-            return None  # a loose object directory with something in it
     pack_dir = os.path.join(path, "pack")
     try:
         names = sorted(n for n in os.listdir(pack_dir) if n.endswith(".pack"))

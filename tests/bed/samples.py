@@ -67,6 +67,36 @@ spec:
 """
 
 
+def crd(group: str, kind: str = "Widget", *, status: bool = False) -> str:
+    """A namespaced CustomResourceDefinition `<plural>.<group>` with an integer `spec.size`;
+    `status`: with a status subresource whose content is free (a controller's conditions)."""
+    plural, singular = kind.lower() + "s", kind.lower()
+    sub = "      subresources:\n        status: {}\n" if status else ""
+    st = ("            status:\n              type: object\n"
+          "              x-kubernetes-preserve-unknown-fields: true\n") if status else ""
+    return f"""apiVersion: apiextensions.k8s.io/v1
+kind: CustomResourceDefinition
+metadata:
+  name: {plural}.{group}
+spec:
+  group: {group}
+  scope: Namespaced
+  names: {{plural: {plural}, singular: {singular}, kind: {kind}, listKind: {kind}List}}
+  versions:
+    - name: v1
+      served: true
+      storage: true
+{sub}      schema:
+        openAPIV3Schema:
+          type: object
+          properties:
+            spec:
+              type: object
+              properties:
+                size: {{type: integer}}
+{st}"""
+
+
 def policy_dir(directory: Path, rego: str) -> Path:
     """A policy directory holding one module, `main.rego`."""
     directory.mkdir(parents=True, exist_ok=True)

@@ -17,27 +17,7 @@ pytestmark = pytest.mark.cluster
 
 
 def _crd(group: str) -> str:
-    return f"""apiVersion: apiextensions.k8s.io/v1
-kind: CustomResourceDefinition
-metadata:
-  name: widgets.{group}
-spec:
-  group: {group}
-  scope: Namespaced
-  names: {{plural: widgets, singular: widget, kind: Widget, listKind: WidgetList}}
-  versions:
-    - name: v1
-      served: true
-      storage: true
-      schema:
-        openAPIV3Schema:
-          type: object
-          properties:
-            spec:
-              type: object
-              properties:
-                size: {{type: integer}}
-"""
+    return samples.crd(group, "Widget")
 
 
 def _widget(group: str, ns: str) -> str:

@@ -19,32 +19,7 @@ pytestmark = pytest.mark.cluster
 
 
 def _crd(group: str) -> str:
-    return f"""apiVersion: apiextensions.k8s.io/v1
-kind: CustomResourceDefinition
-metadata:
-  name: gizmos.{group}
-spec:
-  group: {group}
-  scope: Namespaced
-  names: {{plural: gizmos, singular: gizmo, kind: Gizmo, listKind: GizmoList}}
-  versions:
-    - name: v1
-      served: true
-      storage: true
-      subresources:
-        status: {{}}
-      schema:
-        openAPIV3Schema:
-          type: object
-          properties:
-            spec:
-              type: object
-              properties:
-                size: {{type: integer}}
-            status:
-              type: object
-              x-kubernetes-preserve-unknown-fields: true
-"""
+    return samples.crd(group, "Gizmo", status=True)
 
 
 def _gizmo(group: str, ns: str, size: int) -> str:

@@ -19,6 +19,14 @@ def clone(git: Git, server: Server, dest: Path) -> str:
     return res.stderr
 
 
+def _loose_blob(git: Git, server: Server) -> str:
+    import subprocess
+
+    return subprocess.run(["git", "-C", str(server.repo), "hash-object", "-w", "--stdin"],
+                          input="a loose blob\n", capture_output=True, text=True, check=True,
+                          env=git.env).stdout.strip()
+
+
 def test_clone_of_several_pushes_is_streamed_and_valid(git: Git, server: Server, tmp_path: Path) -> None:
     work = git.init(tmp_path / "work")
     shas = []
@@ -29,7 +37,11 @@ def test_clone_of_several_pushes_is_streamed_and_valid(git: Git, server: Server,
         shas.append(git.commit_all(work, f"push {i}"))
         git.run("push", "-q", server.url("writer"), "HEAD:refs/heads/main", cwd=work)
     assert len(list((server.repo / "objects" / "pack").glob("*.pack"))) >= 4
+    # a loose object no ref reaches (the reconciler writes its notes loose): not a reason to
+    # re-pack, and never handed out
+    loose = _loose_blob(git, server)
     first = clone(git, server, tmp_path / "c1")
+    assert git.run("cat-file", "-e", loose, cwd=tmp_path / "c1", check=False).returncode != 0
     again = clone(git, server, tmp_path / "c2")  # the cached decision
     for out, dest in ((first, "c1"), (again, "c2")):
         assert STREAMED in out, out
