@@ -2,8 +2,11 @@
 
 Called by `pushgate.gate.gate` (to evaluate objects and turn results into Violations), by the
 engines (`embedded`, `opaserver`) to know what to evaluate, and by the CLI and the git server to
-load and describe the policy directory. Policies come only from the server's policy directory,
-never from the pushed tree, so a pusher cannot weaken them.
+load and describe the policy directory. Policies come only from the server's policy source (the
+`--policies` directory, or the active commit of `policies.git` written out as one), never from
+the pushed tree, so a pusher cannot weaken them. Gatekeeper templates and constraints in the
+same directory (`gatekeeper`) join the set: their modules are compiled with the others, their
+`violation` rules evaluated per matching (object, constraint), never as conftest rules.
 
 Entry points are found by compiling the policies (in a throwaway `regoworker` process: the
 compiler is native code and can crash) and reading the compiled plan (`regoplan`), never by
