@@ -295,8 +295,9 @@ class Gate:
                 found.extend(out)
         return found
 
-    def _run_inputs(self, inputs: list[dict[str, Any]], ctx: dict[str, Any], eps: list[str],
+    def _run_inputs(self, inputs: list[dict[str, Any]], ctx: dict[str, Any], eps: list[str] | None,
                     deadline: float) -> _Rows:
+        """The engine's rows for `inputs` (objects, or Gatekeeper reviews) within the deadline."""
         assert self.engine is not None
         left = deadline - time.monotonic()
         if left <= 0:
@@ -304,6 +305,7 @@ class Gate:
         try:
             return self.engine.evaluate(inputs, ctx, left, eps)
         except policies.EngineTimeout as e:
+            # by type, not by text: an unreachable OPA says "Max retries exceeded" too
             raise GateTimeout(f"gate time limit of {self.config.timeout:.0f}s exceeded "
                               f"(policy evaluation)") from e
 
@@ -350,16 +352,7 @@ class Gate:
 
     def _run(self, indices: list[int], b: Build, ctx: dict[str, Any], eps: list[str] | None,
              deadline: float) -> _Rows:
-        assert self.engine is not None
-        left = deadline - time.monotonic()
-        if left <= 0:
-            raise GateTimeout(f"gate time limit of {self.config.timeout:.0f}s exceeded")
-        try:
-            return self.engine.evaluate([b.manifests[i].obj for i in indices], ctx, left, eps)
-        except policies.EngineTimeout as e:
-            # by type, not by text: an unreachable OPA says "Max retries exceeded" too
-            raise GateTimeout(f"gate time limit of {self.config.timeout:.0f}s exceeded "
-                              f"(policy evaluation)") from e
+        return self._run_inputs([b.manifests[i].obj for i in indices], ctx, eps, deadline)
 
     def close(self) -> None:
         if self.engine is not None:
