@@ -38,8 +38,8 @@ from collections.abc import Iterable, Sequence
 from dataclasses import dataclass
 from typing import Any
 
-from pushgate.build import tools
 from pushgate.core import manifests
+from pushgate.gate import opacli
 
 TARGET = "admission.k8s.gatekeeper.sh"
 PACKAGE = "pushgate.gatekeeper"
@@ -144,7 +144,7 @@ def load(directory: str, opa_bin: str | None = None) -> GatekeeperSet | None:
             constraints.append((rel, line, doc))
     if not templates and not constraints:
         return None
-    opa = opa_bin or tools.default_opa()
+    opa = opa_bin or opacli.find()
     built: dict[str, Template] = {}
     schemas: dict[str, Any] = {}
     for rel, doc in templates:
@@ -356,17 +356,19 @@ def _enclosing(src: str, at: int, start: int, end: int) -> tuple[int, int]:
     return lo, end
 
 
-def _opa_accepts(src: str, opa: str) -> bool:
+def _opa_on(src: str, opa: str, args: list[str]) -> subprocess.CompletedProcess[str]:
+    """`opa ARGS module.rego` over `src`, written to a private temporary directory."""
     with tempfile.TemporaryDirectory(prefix="pushgate-gk-") as d:
-        path = os.path.join(d, "module.rego")
-        with open(path, "w", encoding="utf-8") as f:
+        with open(os.path.join(d, "module.rego"), "w", encoding="utf-8") as f:
             f.write(src)
-        try:
-            done = subprocess.run([opa, "check", path], capture_output=True,
-                                  timeout=_CONVERT_TIMEOUT, check=False)
-        except (OSError, subprocess.TimeoutExpired):
-            return False
-    return done.returncode == 0
+        return opacli.run(opa, [*args, "module.rego"], d, _CONVERT_TIMEOUT)
+
+
+def _opa_accepts(src: str, opa: str) -> bool:
+    try:
+        return _opa_on(src, opa, ["check"]).returncode == 0
+    except opacli.OpaUnavailable:
+        return False
 
 
 def _to_v1(src: str, what: str, opa: str | None) -> str:
@@ -376,17 +378,12 @@ def _to_v1(src: str, what: str, opa: str | None) -> str:
         raise GatekeeperError(
             f"{what}: Gatekeeper templates are Rego v0 and need the opa binary to be read "
             f"(set PUSHGATE_OPA, or run scripts/tools.sh to build the pinned one)")
-    with tempfile.TemporaryDirectory(prefix="pushgate-gk-") as d:
-        path = os.path.join(d, "template.rego")
-        with open(path, "w", encoding="utf-8") as f:
-            f.write(src)
-        try:
-            done = subprocess.run([opa, "fmt", "--v0-v1", path], capture_output=True, text=True,
-                                  timeout=_CONVERT_TIMEOUT, check=False)
-        except (OSError, subprocess.TimeoutExpired) as e:
-            raise GatekeeperError(f"{what}: cannot run {opa}: {e}") from e
+    try:
+        done = _opa_on(src, opa, ["fmt", "--v0-v1"])
+    except opacli.OpaUnavailable as e:
+        raise GatekeeperError(f"{what}: {e}") from e
     if done.returncode != 0:
-        err = (done.stderr or done.stdout).replace(path, "rego").strip().splitlines()
+        err = (done.stderr or done.stdout).replace("module.rego", "rego").strip().splitlines()
         raise GatekeeperError(f"{what}: not valid Rego: {'; '.join(err[:3])}")
     return done.stdout
 

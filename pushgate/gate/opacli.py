@@ -52,7 +52,8 @@ def located(message: str, rule: str, default_path: str) -> pv.Violation:
     return pv.error(m.group(1), int(m.group(2)), "", rule, rest or message)
 
 
-def _run(opa: str, args: list[str], cwd: str, timeout: float) -> subprocess.CompletedProcess[str]:
+def run(opa: str, args: list[str], cwd: str, timeout: float) -> subprocess.CompletedProcess[str]:
+    """`opa ARGS` in `cwd`, bounded in time and output, with a minimal environment."""
     env = {"PATH": os.environ.get("PATH", "/usr/bin:/bin"), "HOME": cwd, "LC_ALL": "C"}
     try:
         res = subprocess.run([opa, *args], cwd=cwd, env=env, capture_output=True, text=True,
@@ -84,7 +85,7 @@ def _error(err: dict[str, Any], rule: str) -> pv.Violation:
 def check(opa: str, directory: str, timeout: float) -> list[pv.Violation]:
     """`opa check` of every module under `directory` (run from there, so files are named
     relative to it): one Violation per compile error, none when OPA accepts them all."""
-    res = _run(opa, ["check", "--format", "json", "."], directory, timeout)
+    res = run(opa, ["check", "--format", "json", "."], directory, timeout)
     if res.returncode == 0:
         return []
     doc = _json(res.stderr.strip() or res.stdout.strip(), "opa check")
@@ -97,7 +98,7 @@ def check(opa: str, directory: str, timeout: float) -> list[pv.Violation]:
 def test(opa: str, directory: str, timeout: float) -> tuple[int, list[pv.Violation]]:
     """`opa test` of `directory`: (tests run, one Violation per failing or erroring test)."""
     args = ["test", "--format", "json", "--exit-zero-on-skipped", "--timeout", f"{max(1, int(timeout))}s"]
-    res = _run(opa, [*args, "."], directory, timeout)
+    res = run(opa, [*args, "."], directory, timeout)
     out = res.stdout.strip()
     if res.returncode not in (0, 2) or not out.startswith("["):
         # exit 1: the tests did not compile; OPA says why on stderr, in one line per error
