@@ -670,9 +670,13 @@ def namespaces(objects: Sequence[dict[str, Any]]) -> dict[str, dict[str, Any]]:
 
 
 def messages(value: Any) -> list[tuple[str, Any]]:
-    """A template's `violation` set as (msg, details) pairs, like the framework's hook."""
+    """A template's `violation` set as (msg, details) pairs, like the framework's hook. Anything
+    but a set of results (a complete rule's object, a string) is a problem of its own, never
+    read as "no violation"."""
+    if not isinstance(value, list):
+        return [(f"template's violation rule is not a set of results: {json.dumps(value)[:200]}", {})]
     out = []
-    for r in value if isinstance(value, list) else []:
+    for r in value:
         if isinstance(r, dict) and "msg" in r:
             out.append((str(r["msg"]), r.get("details", {})))
         else:

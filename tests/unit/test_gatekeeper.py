@@ -196,3 +196,11 @@ def test_unification_rewrite_keeps_outer_variables() -> None:
     out = gk._assignments(src, tools.default_opa())
     assert "val = o.v" in out
     assert "r := input.rs[_]" in out and "g := startswith(val, r)" in out
+
+
+def test_violation_results_that_are_not_a_set_are_problems_not_passes() -> None:
+    assert gk.messages([{"msg": "m", "details": {"a": 1}}]) == [("m", {"a": 1})]
+    assert gk.messages([]) == []
+    assert "without msg" in gk.messages([{"note": "x"}])[0][0]
+    assert "not a set of results" in gk.messages({"msg": "m"})[0][0]
+    assert "not a set of results" in gk.messages("m")[0][0]
