@@ -162,10 +162,12 @@ class Cluster:
             raise self._translate(e) from e
         return dict(out.to_dict())
 
-    def get(self, api_version: str, kind: str, name: str, namespace: str = "") -> dict[str, Any] | None:
+    def get(self, api_version: str, kind: str, name: str, namespace: str = "", *,
+            timeout: float | None = None) -> dict[str, Any] | None:
         res = self.resource(api_version, kind)
+        extra = {"_request_timeout": timeout} if timeout else {}
         try:
-            out = res.get(name=name, namespace=namespace or None if res.namespaced else None)
+            out = res.get(name=name, namespace=namespace or None if res.namespaced else None, **extra)
         except Exception as e:
             err = self._translate(e)
             if isinstance(err, errors.NotFound):

@@ -62,11 +62,21 @@ class LeaderElector:
             except errors.ClusterError as e:
                 self.last_error = e
                 log.info("lease %s/%s: %s", self.namespace, self.name, e.message)
+            except Exception as e:  # the elector must outlive anything, or nobody ever takes over
+                self.last_error = errors.client_error(e)
+                log.exception("lease %s/%s: unexpected failure", self.namespace, self.name)
             self._stop.wait(self.retry_period)
+
+    @property
+    def _timeout(self) -> float:
+        """Per request: one hung connection must not stall renewal past the renew deadline
+        (nor a follower's takeover forever)."""
+        return max(1.0, min(self.renew_deadline / 2, 5.0))
 
     def try_acquire_or_renew(self) -> bool:
         res = self.cluster.resource("coordination.k8s.io/v1", "Lease")
-        lease = self.cluster.get("coordination.k8s.io/v1", "Lease", self.name, self.namespace)
+        lease = self.cluster.get("coordination.k8s.io/v1", "Lease", self.name, self.namespace,
+                                 timeout=self._timeout)
         spec = {"holderIdentity": self.identity, "leaseDurationSeconds": int(self.lease_duration),
                 "renewTime": _now()}
         if lease is None:
@@ -99,9 +109,9 @@ class LeaderElector:
     def _write(self, res: Any, body: dict[str, Any], *, create: bool) -> bool:
         try:
             if create:
-                res.create(body=body, namespace=self.namespace)
-            else:
-                res.replace(body=body, namespace=self.namespace)  # compare-and-swap on resourceVersion
+                res.create(body=body, namespace=self.namespace, _request_timeout=self._timeout)
+            else:  # compare-and-swap on resourceVersion
+                res.replace(body=body, namespace=self.namespace, _request_timeout=self._timeout)
         except Exception as e:
             err = Cluster._translate(e)
             if isinstance(err, errors.Conflict) or err.code == 409:

@@ -74,7 +74,9 @@ def test_leader_killed_other_takes_over(git: Git, server_factory: Callable[..., 
         git.run("push", server.url(), "main", cwd=work)
 
     while not _holder(dynamic, inv).endswith(f"-{follower.pid}"):
-        assert time.monotonic() - killed < LEASE + RETRY + 10, "no takeover"
+        assert time.monotonic() - killed < LEASE + RETRY + 10, (
+            f"no takeover (holder {_holder(dynamic, inv)!r}, follower alive: {follower.alive()}):\n"
+            f"{follower.tail(60)}")
         time.sleep(0.1)
     took = time.monotonic() - killed
     print(f"\nha: leader killed, follower took the lease after {took:.1f}s "
