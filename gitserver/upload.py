@@ -16,7 +16,7 @@ from typing import Any
 from dulwich.protocol import CAPABILITY_NO_DONE, CAPABILITY_OFS_DELTA, CAPABILITY_SIDE_BAND_64K
 from dulwich.server import UploadPackHandler, _ProtocolGraphWalker
 
-from gitserver import packstream
+from gitserver import objectwalk, packstream
 
 # The largest side-band-64k payload: a 65520-byte pkt-line less its 4-byte length and channel.
 SIDEBAND_PAYLOAD = 65515
@@ -68,8 +68,7 @@ class BufferedUploadPackHandler(UploadPackHandler):
             wants.extend(graph_walker.determine_wants(refs, depth))
             return wants
 
-        missing = self.repo.find_missing_objects(wants_wrapper, graph_walker, self.progress,
-                                                 get_tagged=self.get_tagged)
+        missing = self._find_missing(wants_wrapper, graph_walker)
         if len(wants) == 0 or missing is None:
             return
         walked: list[Any] | None = None
@@ -97,6 +96,30 @@ class BufferedUploadPackHandler(UploadPackHandler):
         else:
             self._send_objects(wants, object_ids)
         self.proto.write_pkt_line(None)
+
+    def _find_missing(self, determine_wants: Callable[..., list[Any]], graph_walker: Any) -> Any:
+        """What to send, as dulwich 1.2's `Repo.find_missing_objects` decides it (refs to absent
+        objects left out, the shallow boundary honoured), except that a fetch with common
+        commits is walked by `objectwalk` instead of collecting every common tree."""
+        from dulwich.object_store import MissingObjectFinder
+        from dulwich.repo import ParentsProvider
+
+        store = self.repo.object_store
+        refs = {ref: sha for ref, sha in self.repo.get_refs().items() if sha in store}
+        wants = determine_wants(refs, None)
+        shallow = set(getattr(graph_walker, "shallow", set()))
+        unshallow = set(getattr(graph_walker, "unshallow", set()))
+        if not wants:
+            return None if shallow or unshallow else MissingObjectFinder(store, haves=[], wants=[])
+        haves = store.find_common_revisions(graph_walker)  # ACKs go to the client from here
+        if shallow or unshallow or not haves:
+            parents = ParentsProvider(store, shallows=shallow)
+            return MissingObjectFinder(
+                store, haves=[] if shallow or unshallow else haves, wants=wants, shallow=shallow,
+                progress=self.progress, get_tagged=self.get_tagged,
+                get_parents=lambda commit: parents.get_parents(commit.id, commit))
+        return objectwalk.SparseFinder(store, haves, wants, progress=self.progress,
+                                       get_tagged=self.get_tagged)
 
     def _send_objects(self, wants: list[Any], object_ids: list[Any]) -> None:
         """dulwich 1.2's own tail of `handle`: the filter (partial clone), then the pack."""

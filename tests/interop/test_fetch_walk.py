@@ -1,0 +1,72 @@
+"""An incremental fetch with the stock git client: only what the client lacks crosses the wire
+(the sparse walk, gitserver/objectwalk.py), and the result is complete and valid after edits,
+moved directories, a merge and an annotated tag (`git fsck --strict`, every ref equal)."""
+
+from __future__ import annotations
+
+import subprocess
+from pathlib import Path
+
+from tests.bed import samples
+from tests.bed.gitcli import Git
+from tests.bed.server import Server
+
+
+def _fetch(git: Git, clone: Path, *args: str) -> int:
+    """Fetch; the number of objects in the pack the server sent (kept as it came, counted)."""
+    packs = clone / ".git" / "objects" / "pack"
+    before = set(packs.glob("*.idx"))
+    git.run("-c", "fetch.unpackLimit=1", "fetch", *args, "origin", cwd=clone)
+    new = set(packs.glob("*.idx")) - before
+    assert len(new) == 1, new
+    with new.pop().open("rb") as idx:
+        out = subprocess.run(["git", "show-index"], stdin=idx, capture_output=True, check=True).stdout
+    return len(out.splitlines())
+
+
+def _server_refs(server: Server) -> dict[str, str]:
+    out = subprocess.run(["git", "-C", str(server.repo), "for-each-ref", "--format=%(objectname) %(refname)",
+                          "refs/heads", "refs/tags"], capture_output=True, text=True, check=True).stdout
+    return {ref: sha for sha, ref in (line.split() for line in out.splitlines())}
+
+
+def test_incremental_fetch_sends_only_the_changed_paths(git: Git, server: Server, tmp_path: Path) -> None:
+    work = git.init(tmp_path / "work")
+    files = {"ns.yaml": samples.namespace()}
+    for d in range(8):
+        for f in range(25):
+            files[f"apps/team{d}/cm{f}.yaml"] = samples.configmap(name=f"t{d}-{f}", value=f"{d}-{f}")
+    git.write(work, files)
+    git.commit_all(work, "base")
+    git.run("push", "-q", server.url("writer"), "HEAD:refs/heads/main", cwd=work)
+    clone = tmp_path / "clone"
+    git.run("clone", "-q", "--no-checkout", server.url("reader"), str(clone))
+
+    # one file changes: the commit, the root tree, apps/, apps/team3/ and the blob
+    git.write(work, {"apps/team3/cm7.yaml": samples.configmap(name="t3-7", value="changed")})
+    one = git.commit_all(work, "one file")
+    git.run("push", "-q", server.url("writer"), "HEAD:refs/heads/main", cwd=work)
+    assert _fetch(git, clone) == 5
+    assert git.rev_parse(clone, "origin/main") == one
+
+    # a directory moved (same trees and blobs at a new path), a side branch merged, a tag
+    git.run("mv", "apps/team5", "apps/moved5", cwd=work)
+    git.commit_all(work, "move a directory")
+    git.run("checkout", "-q", "-b", "side", "HEAD~1", cwd=work)
+    git.write(work, {"apps/team1/cm0.yaml": samples.configmap(name="t1-0", value="side")})
+    git.commit_all(work, "side")
+    git.run("checkout", "-q", "main", cwd=work)
+    git.run("merge", "-q", "--no-edit", "side", cwd=work)
+    git.run("tag", "-a", "-m", "release", "v1", cwd=work)
+    git.run("push", "-q", server.url("writer"), "main", "side", "v1", cwd=work)
+    sent = _fetch(git, clone, "--tags")
+    # the moved directory's content is not sent again (its tree and 25 blobs): 3 commits, the
+    # tag, 3 root trees, 3 apps/ trees, apps/team1/ and its changed blob
+    assert sent == 12, sent
+    git.run("fsck", "--strict", "--no-dangling", "--full", cwd=clone)
+    want = _server_refs(server)
+    assert git.rev_parse(clone, "origin/main") == want["refs/heads/main"]
+    assert git.rev_parse(clone, "origin/side") == want["refs/heads/side"]
+    assert git.rev_parse(clone, "refs/tags/v1") == want["refs/tags/v1"]
+    git.run("checkout", "-q", "origin/main", cwd=clone)
+    assert (clone / "apps/moved5/cm3.yaml").read_text() == (work / "apps/moved5/cm3.yaml").read_text()
