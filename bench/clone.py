@@ -215,7 +215,7 @@ def main(argv: Sequence[str] | None = None) -> dict[str, Any]:
             fetches = alternating(sides, opts.repeats, "fetch", fetch_once)
             pack = sum(p.stat().st_size for p in (server.repo / "objects" / "pack").glob("*.pack"))
             in_proc = common.in_child(serve_in_process, str(server.data_dir), str(server.dir / "users.json"),
-                                      "reader", server.tokens["reader"], head, opts.profile)
+                                      "reader", server.tokens["reader"], new_head, opts.profile)
         finally:
             server.stop()
             procs.REGISTRY.stop_all()
