@@ -98,15 +98,18 @@ class BufferedUploadPackHandler(UploadPackHandler):
         self.proto.write_pkt_line(None)
 
     def _find_missing(self, determine_wants: Callable[..., list[Any]], graph_walker: Any) -> Any:
-        """What to send, as dulwich 1.2's `Repo.find_missing_objects` decides it (refs to absent
-        objects left out, the shallow boundary honoured), except that a fetch with common
-        commits is walked by `objectwalk` instead of collecting every common tree."""
+        """What to send, as dulwich 1.2's `Repo.find_missing_objects` (and `ServedRepo`'s want
+        check) decides it (refs to absent objects left out, the shallow boundary honoured),
+        except that a fetch with common commits is walked by `objectwalk` instead of collecting
+        every common tree."""
         from dulwich.object_store import MissingObjectFinder
         from dulwich.repo import ParentsProvider
 
         store = self.repo.object_store
         refs = {ref: sha for ref, sha in self.repo.get_refs().items() if sha in store}
-        wants = determine_wants(refs, None)
+        # Former tips too (repos.ServedRepo): the client may want what a ref pointed at when
+        # it read the refs, before a push moved it.
+        wants = determine_wants({**getattr(self.repo, "extra_tips", {}), **refs}, None)
         shallow = set(getattr(graph_walker, "shallow", set()))
         unshallow = set(getattr(graph_walker, "unshallow", set()))
         if not wants:

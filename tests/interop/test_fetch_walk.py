@@ -70,3 +70,33 @@ def test_incremental_fetch_sends_only_the_changed_paths(git: Git, server: Server
     assert git.rev_parse(clone, "refs/tags/v1") == want["refs/tags/v1"]
     git.run("checkout", "-q", "origin/main", cwd=clone)
     assert (clone / "apps/moved5/cm3.yaml").read_text() == (work / "apps/moved5/cm3.yaml").read_text()
+
+
+def test_a_want_of_the_tip_a_push_just_replaced_is_served(git: Git, server: Server, tmp_path: Path) -> None:
+    """Stateless HTTP: a client reads the refs, a push moves the branch, then the client's POST
+    asks for the tip it was shown. C git serves it (it is reachable); so must we, clone or fetch."""
+    from tests.bed import rawgit
+
+    work = git.init(tmp_path / "work")
+    git.write(work, {"ns.yaml": samples.namespace()})
+    shown = git.commit_all(work, "shown")
+    git.run("push", "-q", server.url("writer"), "HEAD:refs/heads/main", cwd=work)
+    git.write(work, {"cm.yaml": samples.configmap()})
+    have = shown
+    git.commit_all(work, "second")
+    git.run("push", "-q", server.url("writer"), "HEAD:refs/heads/main", cwd=work)
+    second = git.rev_parse(work, "HEAD")
+    git.write(work, {"cm.yaml": samples.configmap(value="2")})
+    git.commit_all(work, "third")
+    git.run("push", "-q", server.url("writer"), "HEAD:refs/heads/main", cwd=work)
+    caps = b"multi_ack_detailed no-done side-band-64k thin-pack ofs-delta"
+    for body in (  # a clone of the replaced tip, and a fetch of it from the one before
+        rawgit.pkt(b"want %s %s\n" % (second.encode(), caps)) + b"0000" + rawgit.pkt(b"done\n"),
+        rawgit.pkt(b"want %s %s\n" % (second.encode(), caps)) + b"0000"
+        + rawgit.pkt(b"have %s\n" % have.encode()) + rawgit.pkt(b"done\n"),
+    ):
+        status, out, _ = rawgit.request(server, "POST", "/cluster.git/git-upload-pack", body,
+                                        {"Content-Type": "application/x-git-upload-pack-request"},
+                                        user="reader")
+        assert status == 200
+        assert b"PACK" in out, out[:300]
