@@ -18,6 +18,7 @@ the same state only stream.
 
 from __future__ import annotations
 
+import contextlib
 import hashlib
 import os
 import struct
@@ -60,7 +61,10 @@ def eligible(object_store: Any, wants: Iterable[bytes], files: Sequence[str],
              reachable: Callable[[], set[bytes]]) -> bool:
     """Whether `files` hold exactly `reachable()` (the objects the clone needs).
     Cached per (wants, pack files); `reachable` is called only on a miss."""
-    key = (frozenset(wants), _signature(files))
+    try:
+        key = (frozenset(wants), _signature(files))
+    except FileNotFoundError:
+        return False  # a pack merged away since the listing (gitserver/consolidate.py)
     with _lock:
         hit = _cache.get(key)
     if hit is not None:
@@ -69,15 +73,18 @@ def eligible(object_store: Any, wants: Iterable[bytes], files: Sequence[str],
 
     in_packs: set[bytes] = set()
     total = 0
-    for f in files:
-        idx = load_pack_index(f[:-5] + ".idx", object_store.object_format)
-        try:
-            shas = list(idx.iterentries())
-        finally:
-            idx.close()
-        total += len(shas)
-        in_packs.update(sha_to_hex(e[0]) for e in shas)
-    ok = in_packs == reachable() and plan(files, object_store.object_format) is not None
+    try:
+        for f in files:
+            idx = load_pack_index(f[:-5] + ".idx", object_store.object_format)
+            try:
+                shas = list(idx.iterentries())
+            finally:
+                idx.close()
+            total += len(shas)
+            in_packs.update(sha_to_hex(e[0]) for e in shas)
+        ok = in_packs == reachable() and plan(files, object_store.object_format) is not None
+    except FileNotFoundError:
+        return False
     with _lock:
         if len(_cache) > 64:
             _cache.clear()
@@ -162,27 +169,44 @@ def plan(files: Sequence[str], object_format: Any = None
     return plans, total
 
 
+class Vanished(FileNotFoundError):
+    """A pack went away (merged by gitserver/consolidate.py) before anything was written: the
+    caller serves the clone another way."""
+
+
 def stream(files: Sequence[str], write: Callable[[bytes], None], object_format: Any = None) -> int:
-    """One pack of `plan(files)`'s entries under one header and checksum; the objects sent."""
-    made = plan(files, object_format)
-    if made is None:
-        raise ValueError("the packs cannot be streamed (see plan)")
+    """One pack of `plan(files)`'s entries under one header and checksum; the objects sent.
+    Every pack is opened before the first byte is written, so a pack removed later (a reader
+    keeps an open file) cannot cut the stream; one already gone raises `Vanished`."""
+    with contextlib.ExitStack() as stack:
+        try:
+            handles = {f: stack.enter_context(open(f, "rb")) for f in files}
+            made = plan(files, object_format)
+        except FileNotFoundError as e:
+            raise Vanished(str(e)) from e
+        if made is None:
+            raise ValueError("the packs cannot be streamed (see plan)")
+        return _write(made, handles, write)
+
+
+def _write(made: tuple[list[tuple[str, list[tuple[int, int]]]], int], handles: dict[str, Any],
+           write: Callable[[bytes], None]) -> int:
     plans, total = made
     digest = hashlib.sha1(usedforsecurity=False)
     header = b"PACK" + struct.pack(">II", 2, total)
     digest.update(header)
     write(header)
     for f, ranges in plans:
-        with open(f, "rb") as fh:
-            for start, end in ranges:
-                fh.seek(start)
-                left = end - start
-                while left > 0:
-                    data = fh.read(min(CHUNK, left))
-                    if not data:
-                        raise ValueError(f"{f}: truncated")
-                    left -= len(data)
-                    digest.update(data)
-                    write(data)
+        fh = handles[f]
+        for start, end in ranges:
+            fh.seek(start)
+            left = end - start
+            while left > 0:
+                data = fh.read(min(CHUNK, left))
+                if not data:
+                    raise ValueError(f"{f}: truncated")
+                left -= len(data)
+                digest.update(data)
+                write(data)
     write(digest.digest())
     return total

@@ -37,7 +37,7 @@ from dulwich.protocol import (
 from dulwich.refs import check_ref_format
 from dulwich.server import ReceivePackHandler
 
-from gitserver import history, live, quarantine, repos, scopes, signing
+from gitserver import consolidate, history, live, quarantine, repos, scopes, signing
 from gitserver.repos import ZERO, RefUpdate
 from pushgate import datadir, faults, observe
 from pushgate.core import commitsigs, manifests
@@ -282,6 +282,8 @@ class GatedReceivePackHandler(ReceivePackHandler):
                           "the push is accepted, follow its deploy with 'pushgate status' or the "
                           "status page")
         self._report(unpack, results)
+        if outcome.accepted:
+            consolidate.in_background(self.repo.object_store.path)
 
     def _stream_deploy(self, updates: Sequence[RefUpdate], timeout: float) -> None:
         """`git push -o wait`: apply and health progress as `remote:` lines, then the verdict.

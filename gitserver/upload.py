@@ -92,7 +92,10 @@ class BufferedUploadPackHandler(UploadPackHandler):
         self._start_pack_send_phase()
         if object_ids is None:
             self.progress(b"sending the repository's packs as they are\n")
-            packstream.stream(files, self.write_pack_data, self.repo.object_store.object_format)
+            try:
+                packstream.stream(files, self.write_pack_data, self.repo.object_store.object_format)
+            except packstream.Vanished:  # merged away since the decision; nothing sent yet
+                self._send_objects(wants, walked if walked is not None else list(missing))
         else:
             self._send_objects(wants, object_ids)
         self.proto.write_pkt_line(None)
