@@ -2,10 +2,13 @@
 
 The tree is the gunicorn master, its workers and each worker's embedded policy engine
 (regoworker), found through /proc parent links. The realistic corpus of bench.gate_full is pushed
-(N manifests, all checked by the gate), then cloned a few times (so every worker serves one);
-VmRSS is read from /proc/<pid>/status after start, after the push and after the clones. Also
-shown: VmHWM (each process's peak RSS) and PSS from smaps_rollup, which counts pages shared
-between the forked processes once. ROADMAP target: sum of VmRSS <= 200 MB.
+(N manifests, all checked by the gate), then cloned a few times (so every worker serves one),
+then takes `--pushes` pushes of 10 changed files each; VmRSS is read from /proc/<pid>/status
+after start, after the push, after the clones and every 50 pushes. Also shown: VmHWM (each
+process's peak RSS) and PSS from smaps_rollup, which counts pages shared between the forked
+processes once. ROADMAP targets: sum of VmRSS <= 200 MB after the 5,000-file push and 4 clones;
+no growth over 200 pushes, judged from push 50 on (by then every cache the pushes fill has met
+its steady state) with 5 MB allowed for allocator noise.
 """
 
 from __future__ import annotations
@@ -22,6 +25,9 @@ from bench import common, corpus
 NAME = "rss"
 TARGET_MB = 200.0
 CLONES = 4
+PUSHES = 200
+GROWTH_FROM = 50  # pushes before the growth is judged
+GROWTH_MB = 5.0
 
 
 def _status(pid: int) -> dict[str, str]:
@@ -75,6 +81,8 @@ def _role(pid: int, root: int) -> str:
         return "gunicorn master (pushgate serve)"
     if "regoworker" in cmd:
         return "policy engine (regoworker)"
+    if "gitserver.front" in cmd:
+        return "buffering front (asyncio)"
     if "pushgate" in cmd:
         return "gunicorn worker"
     return cmd[:60]
@@ -93,7 +101,10 @@ def snapshot(root: int) -> list[dict[str, Any]]:
 
 
 def main(argv: Sequence[str] | None = None) -> dict[str, Any]:
-    opts = common.parser(NAME, __doc__, 10000, CLONES).parse_args(argv)
+    parser = common.parser(NAME, __doc__, 5000, CLONES)
+    parser.add_argument("--pushes", type=int, default=PUSHES, help=f"10-file pushes after the clones "
+                        f"(default {PUSHES})")
+    opts = parser.parse_args(argv)
     command = common.command_line(NAME, argv)
     started_load = common.load_average()
     from tests.bed import procs
@@ -126,20 +137,39 @@ def main(argv: Sequence[str] | None = None) -> dict[str, Any]:
                 if git.rev_parse(dest, "HEAD") != head:
                     raise RuntimeError(f"clone {i} did not get {head}")
             snaps[f"after push + {opts.repeats} clones"] = snapshot(root)
+            for n in range(1, opts.pushes + 1):
+                git.write(repo, corpus.mutate(files, n))
+                git.commit_all(repo, f"push {n}")
+                git.run("push", "-q", server.url("writer"), "HEAD:refs/heads/main", cwd=repo, timeout=600)
+                if n % 50 == 0 or n == opts.pushes:
+                    snaps[f"after {n} more pushes"] = snapshot(root)
         finally:
             server.stop()
             procs.REGISTRY.stop_all()
 
-    final_name = list(snaps)[-1]
+    final_name = f"after push + {opts.repeats} clones"
     final = snaps[final_name]
     total = sum(r["rss_mb"] for r in final)
+    growth_line = ""
+    later = [k for k in snaps if k.startswith("after ") and k.endswith(" more pushes")]
+    if later:
+        base_key = f"after {GROWTH_FROM} more pushes"
+        if base_key not in snaps:
+            base_key = final_name
+        base_mb = sum(r["rss_mb"] for r in snaps[base_key])
+        end_mb = sum(r["rss_mb"] for r in snaps[later[-1]])
+        growth = end_mb - base_mb
+        growth_line = (f"**growth {base_key.removeprefix('after ')} -> {later[-1].removeprefix('after ')}: "
+                       f"{growth:+.1f} MB** (target <= {GROWTH_MB:.0f} MB: "
+                       f"{common.verdict(growth, GROWTH_MB)})")
     summary = [[name, len(rows), sum(r["rss_mb"] for r in rows), sum(r["pss_mb"] for r in rows),
                 sum(r["hwm_mb"] for r in rows)] for name, rows in snaps.items()]
     per_proc = [[r["pid"], r["role"], r["rss_mb"], r["pss_mb"], r["hwm_mb"]] for r in final]
     text = "\n".join([
         f"{len(files)} manifests (the bench.gate_full corpus) pushed once ({push_s:.1f} s, through the "
-        f"gate), then {opts.repeats} clones. Server: `pushgate serve`, 2 gunicorn workers x 4 threads, "
-        f"embedded policy engine.",
+        f"gate), then {opts.repeats} clones, then {opts.pushes} pushes of 10 changed files. Server: "
+        f"`pushgate serve` as the test bed starts it (the buffering front, gunicorn with 2 workers, "
+        f"each with its embedded policy engine).",
         "",
         common.table(["when", "processes", "sum VmRSS MB", "sum PSS MB", "sum VmHWM (peaks) MB"], summary),
         "",
@@ -147,13 +177,16 @@ def main(argv: Sequence[str] | None = None) -> dict[str, Any]:
         "",
         common.table(["pid", "process", "VmRSS MB", "PSS MB", "VmHWM MB"], per_proc),
         "",
-        f"**sum VmRSS = {total:.0f} MB** (target <= {TARGET_MB:.0f} MB: {common.verdict(total, TARGET_MB)})",
+        f"**sum VmRSS = {total:.0f} MB** (target <= {TARGET_MB:.0f} MB: {common.verdict(total, TARGET_MB)}); "
+        f"sum PSS = {sum(r['pss_mb'] for r in final):.0f} MB",
+        "",
+        growth_line,
     ])
     print()
     print(text)
     common.write_section(opts.results, NAME, common.section(
         NAME, "server RSS serving a pushed and cloned repository", command, text, started_load))
-    return {"size": len(files), "rss_mb": total, "snapshots": snaps}
+    return {"size": len(files), "rss_mb": total, "snapshots": snaps, "growth": growth_line}
 
 
 if __name__ == "__main__":

@@ -76,10 +76,11 @@ def test_load(tmp_path: Path) -> None:
 
 def test_rss(tmp_path: Path) -> None:
     results = tmp_path / "RESULTS.md"
-    out = rss.main(["--size", "50", "--repeats", "1", "--results", str(results)])
+    out = rss.main(["--size", "50", "--repeats", "1", "--pushes", "2", "--results", str(results)])
     assert _finite(out["rss_mb"])
-    assert len(out["snapshots"]) == 3
+    assert len(out["snapshots"]) == 4  # start, push, clones, after the 2 pushes
     assert "sum VmRSS" in _section(results, "rss")
+    assert "growth" in out["growth"] and "growth" in _section(results, "rss")
 
 
 @pytest.mark.cluster
