@@ -92,6 +92,11 @@ if hasattr(yaml, "CSafeLoader"):  # libyaml parses about ten times faster than p
 LOADER: type[_Loader] = LOADERS[0]  # the tests run both
 
 
+_ENDS = (events.MappingEndEvent, events.SequenceEndEvent)
+_RESOLVED: dict[tuple[Any, ...], str] = {}
+_RESOLVED_MAX = 50_000  # entries; short scalars mostly (a long value is resolved, then dropped)
+
+
 def _line(node_or_event: Any) -> int:
     mark = node_or_event.start_mark
     return int(mark.line) + 1 if mark is not None else 0
@@ -130,15 +135,17 @@ class _Composer:
             index += 1
 
     def compose(self, depth: int) -> Node:
-        event = self.loader.get_event()
-        if isinstance(event, events.AliasEvent):
+        loader = self.loader
+        event = loader.get_event()
+        cls = type(event)  # both parsers make exactly these classes (yaml.events)
+        if cls is events.AliasEvent:
             return self._alias(event, depth)
-        scalar = isinstance(event, events.ScalarEvent)
-        mapping = isinstance(event, events.MappingStartEvent)
+        scalar = cls is events.ScalarEvent
+        mapping = cls is events.MappingStartEvent
         kind = ScalarNode if scalar else MappingNode if mapping else SequenceNode
         tag = event.tag
         if tag is None or tag == "!":
-            tag = self.loader.resolve(kind, event.value if scalar else None, event.implicit)
+            tag = self._resolve(kind, event.value if scalar else None, event.implicit)
         if not scalar and depth >= self.max_depth:
             raise _Stop(_line(event), "yaml.limits", f"nesting deeper than {self.max_depth} levels")
         node = kind(tag, event.value if scalar else [], event.start_mark, event.end_mark)
@@ -148,14 +155,27 @@ class _Composer:
         if scalar:
             return node
         self.open.add(id(node))
-        while not self.loader.check_event(events.MappingEndEvent, events.SequenceEndEvent):
+        values = node.value
+        while type(loader.peek_event()) not in _ENDS:
             child = self.compose(depth + 1)
-            node.value.append((child, self.compose(depth + 1)) if mapping else child)
-        node.end_mark = self.loader.get_event().end_mark
+            values.append((child, self.compose(depth + 1)) if mapping else child)
+        node.end_mark = loader.get_event().end_mark
         if mapping:
             self._check_keys(node)
         self.open.discard(id(node))
         return node
+
+    def _resolve(self, kind: type[Node], value: str | None, implicit: Any) -> str:
+        """The loader's implicit tag, remembered per (loader, kind, value, implicit): the same
+        keys and values recur in every manifest, and PyYAML's resolver runs regexes each time."""
+        key = (type(self.loader), kind, value, implicit)
+        tag = _RESOLVED.get(key)
+        if tag is None:
+            tag = self.loader.resolve(kind, value, implicit)
+            if len(_RESOLVED) >= _RESOLVED_MAX:
+                _RESOLVED.clear()
+            _RESOLVED[key] = tag
+        return tag
 
     def _alias(self, event: events.AliasEvent, depth: int) -> Node:
         target = self.anchors.get(event.anchor or "")
@@ -210,6 +230,8 @@ class _Composer:
 def _materialise(composer: _Composer, node: Node) -> tuple[Any, Span]:
     """The JSON value of a node (a fresh tree: aliases are copied), and its spans."""
     loader = composer.loader
+    if type(node) is ScalarNode and node.tag == _STR:  # what SafeConstructor makes of it
+        return node.value, Span(_line(node), _LEAF)
     if isinstance(node, ScalarNode) and node.tag in _SCALARS:
         try:
             value = type(loader).yaml_constructors[node.tag](loader, node)
