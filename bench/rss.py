@@ -176,6 +176,11 @@ def main(argv: Sequence[str] | None = None) -> dict[str, Any]:
         f"Per process, {final_name}:",
         "",
         common.table(["pid", "process", "VmRSS MB", "PSS MB", "VmHWM MB"], per_proc),
+        *([] if not later else [
+            "", f"Per process, {later[-1]}:", "",
+            common.table(["pid", "process", "VmRSS MB", "PSS MB", "VmHWM MB"],
+                         [[r["pid"], r["role"], r["rss_mb"], r["pss_mb"], r["hwm_mb"]]
+                          for r in snaps[later[-1]]])]),
         "",
         f"**sum VmRSS = {total:.0f} MB** (target <= {TARGET_MB:.0f} MB: {common.verdict(total, TARGET_MB)}); "
         f"sum PSS = {sum(r['pss_mb'] for r in final):.0f} MB",

@@ -25,18 +25,20 @@ from collections.abc import Callable
 from dataclasses import dataclass, field
 from typing import cast
 
-from pushgate.build import apiversions, helm, jsonnet, kustomize, proc, tools
+from pushgate.build import apiversions, helm, jsonnet, kustomize, proc, sources, tools
 from pushgate.build.config import BuildConfig
 from pushgate.build.sources import MODE_SUBMODULE, MODE_SYMLINK, Entry, SourceTree
 from pushgate.core import manifests, scopes
 from pushgate.core import violations as pv
+from pushgate.core.gencache import GenCache
 
 
 class BuildTimeout(Exception):
     """The build did not finish before the caller's deadline."""
 
 
-_Canonical = dict[int, tuple[manifests.Manifest, bytes]]  # see Build.canonical
+_Canonical = GenCache[int, tuple[manifests.Manifest, bytes]]  # see Build.canonical
+_Scope = tuple[tuple[tuple[str, str], bool], ...]  # a tree's CRD scopes, as _complete keys them
 
 
 @dataclass
@@ -133,18 +135,22 @@ class Builder:
         self.kustomize_bin = kustomize_bin
         self.helm_bin: str | None = (tools.default_helm(kustomize_bin) if helm_bin is _FIND
                                      else helm_bin if isinstance(helm_bin, str) else None)
-        self._parsed: dict[str, manifests.LoadResult] = {}
+        # What the last few builds used (pushgate.core.gencache): rotated at each build.
+        self._parsed: GenCache[str, manifests.LoadResult] = GenCache()
         self._renders: dict[str, bytes] = {}  # helm output by the digest of everything it read
-        self._canonical: _Canonical = {}  # see Build.digest
-        self._idents: dict[int, tuple[manifests.Manifest, _Identity]] = {}  # see _identities
-        self._completed: dict[int, tuple[manifests.Manifest, str, tuple[tuple[tuple[str, str], bool], ...],
-                                         manifests.Manifest]] = {}  # see _complete
+        self._canonical: _Canonical = GenCache()  # see Build.digest
+        self._idents: GenCache[int, tuple[manifests.Manifest, _Identity]] = GenCache()  # see _identities
+        self._completed: GenCache[int, tuple[manifests.Manifest, str, _Scope, manifests.Manifest]] = (
+            GenCache())  # see _complete
         # is_manifest_path(path, include, exclude) and (path, ("*",), exclude) per path: fnmatch
         # costs ~10 us a call, twice per file per build.
-        self._selected: dict[str, tuple[bool, bool]] = {}
+        self._selected: GenCache[str, tuple[bool, bool]] = GenCache()
 
     def build(self, tree: SourceTree, deadline: float | None = None) -> Build:
         deadline = deadline or time.monotonic() + 3600.0
+        for cache in (self._parsed, self._canonical, self._idents, self._completed, self._selected):
+            cache.rotate()
+        sources.rotate_listings()
         problems: list[pv.Violation] = []
         files: dict[str, Entry] = {}
         for e in tree.entries():

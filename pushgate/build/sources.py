@@ -18,6 +18,8 @@ from collections.abc import Iterator
 from dataclasses import dataclass
 from typing import Any, Protocol
 
+from pushgate.core.gencache import GenCache
+
 MODE_FILE = 0o100644
 MODE_EXEC = 0o100755
 MODE_SYMLINK = 0o120000
@@ -96,9 +98,14 @@ class DirTree:
             return f.read()
 
 
-_LISTINGS: dict[tuple[str, bytes], tuple[Entry, ...]] = {}
+_LISTINGS: GenCache[tuple[str, bytes], tuple[Entry, ...]] = GenCache()
 _LISTINGS_MAX = 2_000_000  # entries held in all cached listings together (pointers, mostly shared)
 _listed = 0
+
+
+def rotate_listings() -> None:
+    """A build starts (Builder.build): listings no recent build read are dropped."""
+    _LISTINGS.rotate()
 
 
 def _listing(store: Any, prefix: str, sha: bytes) -> tuple[Entry, ...]:

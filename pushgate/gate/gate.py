@@ -29,6 +29,7 @@ from pushgate.build.config import BuildConfig
 from pushgate.build.sources import SourceTree
 from pushgate.core import manifests, scopes
 from pushgate.core import violations as pv
+from pushgate.core.gencache import GenCache
 from pushgate.gate import gatekeeper, policies, schemas
 from pushgate.gate.regoworker import UNDECIDABLE
 
@@ -60,22 +61,23 @@ class Gate:
         self.schemas = schemas.SchemaSet(config.build.kubernetes_version,
                                          missing_schema=config.missing_schema)  # type: ignore[arg-type]
         # Keyed by (source key, path, CRD set): a renamed file is reported at its new path.
-        self._schema_results: dict[tuple[str, str, str], list[pv.Violation]] = {}
+        # Every cache here keeps what the last few checks used (pushgate.core.gencache).
+        self._schema_results: GenCache[tuple[str, str, str], list[pv.Violation]] = GenCache()
         # Policy results per object, keyed by everything they depend on: ("static", source key,
         # path, policy version, namespace) for the entry points that cannot read the push
         # context (the compiled plan says which); ("push", ..., digest of the whole push
         # context) for the rest. The namespace is the object's after the build gave it the
         # default one: whether it does depends on the CRDs of the whole tree (a custom kind
         # whose CRD says Cluster keeps none), so the same file can make two different objects.
-        self._policy_rows: dict[tuple[str, ...], list[tuple[str, Any]]] = {}
+        self._policy_rows: GenCache[tuple[str, ...], list[tuple[str, Any]]] = GenCache()
         # What those rows make of the object (its violations and exceptions), under the same
         # key with every group's parts: conftest's contract is applied once per result.
-        self._outcomes: dict[tuple[str, ...], _Outcome] = {}
+        self._outcomes: GenCache[tuple[str, ...], _Outcome] = GenCache()
         self._policy_set: policies.PolicySet | None = getattr(engine, "policies", None)
         # Gatekeeper results per (object, constraint), keyed like the policy outcomes plus the
         # constraint and the object's Namespace (its labels select, and the template sees it);
         # templates that read data.inventory depend on the whole tree and are never cached.
-        self._gk_results: dict[tuple[str, ...], tuple[pv.Violation, ...]] = {}
+        self._gk_results: GenCache[tuple[str, ...], tuple[pv.Violation, ...]] = GenCache()
         self._last_crds: list[dict[str, Any]] = []  # the CRDs of the last tree checked (prefetch)
         # One check at a time: a check fills the caches the next one reads (a warm-up and a
         # push never do the same work twice), and the engine serves one caller anyway.
@@ -117,6 +119,8 @@ class Gate:
     def _check(self, tree: SourceTree, push: dict[str, Any] | None,
                deadline: float) -> tuple[Build, policies.Findings]:
         self.warm()  # the engine starts while the tree is read
+        for cache in (self._schema_results, self._policy_rows, self._outcomes, self._gk_results):
+            cache.rotate()
         b = self.build(tree, deadline)
         found = list(b.problems)
         policy = self._policies(b, push, deadline)  # may run while the schemas are checked
@@ -399,7 +403,7 @@ def _crd_key(crds: Sequence[dict[str, Any]]) -> str:
 
 def _bounded(cache: _T) -> _T:
     """The cache itself, emptied first when it grew past what a big repository needs."""
-    if isinstance(cache, dict) and len(cache) > 200_000:
+    if isinstance(cache, dict | GenCache) and len(cache) > 200_000:
         cache.clear()
     return cache
 
