@@ -5,12 +5,12 @@ and policy results, tree listings). Those were bounded only by entry counts size
 biggest repository (50,000 to 2,000,000), so every push that changed files added entries that
 nothing would read again: a worker grew by ~0.3 MB a push, without end (bench/RESULTS.md, rss).
 
-Entries live in generations; `rotate()` (once per build) starts a new one and drops the
-oldest of `keep`. A hit in an older generation moves the entry to the newest, so whatever the
-last `keep` builds read stays, whatever they did not goes. A build of a tree not built for a
-while finds its entries gone and computes them again: slower, never wrong. Safe for the
-threads of one worker as a dict is (each step one dict operation under the GIL; a race at
-worst computes an entry twice).
+Entries live in generations; `rotate()` is called once per build, and every `every` builds
+starts a new generation and drops the oldest of `keep`. A hit in an older generation moves the
+entry to the newest, so whatever the recent builds read stays, whatever they did not goes.
+A build of a tree not built for a while finds its entries gone and computes them again:
+slower, never wrong. Safe for the threads of one worker as a dict is (each step one dict
+operation under the GIL; a race at worst computes an entry twice).
 """
 
 from __future__ import annotations
@@ -23,15 +23,17 @@ V = TypeVar("V")
 D = TypeVar("D")
 
 _MISSING = object()
-KEEP = 4  # builds: a push's gate, the other worker's warm-up, a second branch, a live check
+KEEP = 2  # generations
+EVERY = 8  # builds per generation: a push's gate, the other worker's warm-up, other branches...
 
 
 class GenCache(Generic[K, V]):
-    def __init__(self, keep: int = KEEP) -> None:
-        if keep < 1:
-            raise ValueError("keep at least one generation")
-        self.keep = keep
+    def __init__(self, keep: int = KEEP, every: int = EVERY) -> None:
+        if keep < 1 or every < 1:
+            raise ValueError("keep at least one generation of at least one build")
+        self.keep, self.every = keep, every
         self._gens: list[dict[K, V]] = [{}]  # newest first
+        self._builds = 0
 
     @overload
     def get(self, key: K) -> V | None: ...
@@ -77,6 +79,12 @@ class GenCache(Generic[K, V]):
         self._gens = [{}]
 
     def rotate(self) -> None:
-        """A new build starts: what no build since the `keep`-th last one used is dropped."""
+        """A build starts. Every `every` builds a new generation begins and the oldest of `keep`
+        is dropped: an entry stays while one of the last `every * (keep - 1)` builds (and at
+        most `every * keep`) used it. Moving the hits of a new generation costs a dict step per
+        entry, once per `every` builds, not on every push."""
+        self._builds += 1
+        if self._builds % self.every:
+            return
         self._gens.insert(0, {})
         del self._gens[self.keep:]

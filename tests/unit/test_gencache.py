@@ -12,13 +12,13 @@ from dulwich.objects import Blob, Commit
 
 from pushgate.build import sources
 from pushgate.build.sources import MODE_FILE, GitTree
-from pushgate.core.gencache import KEEP, GenCache
+from pushgate.core.gencache import EVERY, KEEP, GenCache
 from pushgate.gate import gate as gatemod
 from tests.bed import samples
 
 
 def test_entries_no_build_used_for_keep_rotations_are_dropped() -> None:
-    c: GenCache[str, int] = GenCache(keep=3)
+    c: GenCache[str, int] = GenCache(keep=3, every=1)
     c["old"], c["used"] = 1, 2
     for _ in range(2):
         c.rotate()
@@ -35,6 +35,16 @@ def test_entries_no_build_used_for_keep_rotations_are_dropped() -> None:
     assert len(c) == 0 and list(c) == []
     with pytest.raises(ValueError):
         GenCache(keep=0)
+
+
+def test_a_generation_spans_every_builds() -> None:
+    c: GenCache[str, int] = GenCache(keep=2, every=3)
+    c["x"] = 1
+    for _ in range(5):  # two generations of three builds: still there
+        c.rotate()
+    assert "x" in c
+    c.rotate()
+    assert "x" not in c
 
 
 def test_concurrent_readers_of_an_old_generation_all_get_the_value() -> None:
@@ -71,25 +81,25 @@ def _commit(store: MemoryObjectStore, files: dict[str, str]) -> bytes:
 
 
 def test_a_gate_taking_many_pushes_holds_a_bounded_cache() -> None:
-    n = 40
+    n, pushes, span = 40, 60, KEEP * EVERY  # builds an unused entry may outlive
     files = {f"apps/cm-{i}.yaml": samples.configmap(name=f"cm-{i}", value="0") for i in range(n)}
     store = MemoryObjectStore()
     gate = gatemod.Gate(gatemod.GateConfig(timeout=600), engine=None, kustomize_bin=None)
     try:
         sizes = []
-        for push in range(1, 25):
+        for push in range(1, pushes + 1):
             for i in range(5):  # 5 files change in each push
                 k = (push * 5 + i) % n
                 files[f"apps/cm-{k}.yaml"] = samples.configmap(name=f"cm-{k}", value=str(push))
             b, found = gate.check(GitTree(store, _commit(store, files)))
             assert len(b.manifests) == n and not list(found)
             sizes.append((len(gate.builder._parsed), gate.cache_size(), len(sources._LISTINGS)))
-        # what the last KEEP builds read: the tree and the files changed since (without
-        # forgetting: 40 + 5 * 24 = 160 parsed files, and every listing of the 24 trees)
-        assert all(parsed <= n + 5 * KEEP for parsed, _, _ in sizes), sizes
-        assert all(results <= n + 5 * KEEP for _, results, _ in sizes), sizes
-        # (listings are per process: the first KEEP builds may still hold other tests' ones)
-        assert all(listings <= 2 * KEEP for _, _, listings in sizes[KEEP:]), sizes
+        # what the recent builds read: the tree and the files changed since (without forgetting:
+        # 40 + 5 * 60 = 340 parsed files, and every listing of the 60 trees)
+        assert all(parsed <= n + 5 * span for parsed, _, _ in sizes), sizes
+        assert all(results <= n + 5 * span for _, results, _ in sizes), sizes
+        # (listings are per process: the first builds may still hold other tests' ones)
+        assert all(listings <= 2 * span for _, _, listings in sizes[span:]), sizes
         assert sizes[-1][0] > n  # the cache is used at all
     finally:
         gate.close()
