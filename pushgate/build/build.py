@@ -246,7 +246,11 @@ class Builder:
             count += 1
             result = self._load(keys[path], path, readers[path])
             built.extend(result.manifests)
-            out_keys.extend(f"{keys[path]}#{i}" if keys[path] else "" for i in range(len(result.manifests)))
+            key = keys[path]
+            if len(result.manifests) == 1:  # most files: one document
+                out_keys.append(f"{key}#0" if key else "")
+            else:
+                out_keys.extend(f"{key}#{i}" if key else "" for i in range(len(result.manifests)))
             problems.extend(result.problems)
         api_versions = apiversions.for_render(cfg.kubernetes_version, (m.obj for m in built)) \
             if hplan.releases or used_charts else []
@@ -310,8 +314,10 @@ class Builder:
 
     def _load(self, key: str, path: str, read: Callable[[], bytes]) -> manifests.LoadResult:
         cache_key = f"{key}:{path}" if key else ""
-        if cache_key and cache_key in self._parsed:
-            return self._parsed[cache_key]
+        if cache_key:
+            hit = self._parsed.get(cache_key)
+            if hit is not None:
+                return hit
         result = manifests.load(path, read(), self.config.limits)
         if cache_key:
             if len(self._parsed) > 50_000:

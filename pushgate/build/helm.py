@@ -65,6 +65,8 @@ class Plan:
     archive_paths: list[str] = field(default_factory=list)  # vendored .tgz dependencies
 
     def covers(self, path: str) -> bool:
+        if not self.chart_dirs:  # asked for every file of the tree: the common case first
+            return False
         return any(d == "" or path.startswith(d + "/") for d in self.chart_dirs)
 
     def archives(self, chart: Chart) -> list[str]:
@@ -84,9 +86,8 @@ def plan(files: dict[str, Callable[[], bytes]], limits: manifests.Limits, *,
     result = Plan()
     result.archive_paths = sorted(p for p in files if p.endswith((".tgz", ".tar.gz"))
                                   and posixpath.basename(posixpath.dirname(p)) == "charts")
-    for path in sorted(files):
-        if posixpath.basename(path) != CHART_FILE:
-            continue
+    # (tree paths are normalised: rpartition is posixpath's basename, much cheaper)
+    for path in sorted(p for p in files if p.rpartition("/")[2] == CHART_FILE):
         d = posixpath.dirname(path)
         doc, deps, line, problem = _read_chart(path, files[path](), limits)
         result.chart_dirs.append(d)
