@@ -29,6 +29,7 @@ _LOCK = locks.REPO_LOCK
 _JOURNAL = "pushgate-journal.json"
 _RECENT = "pushgate-recent-tips"
 RECENT_TIPS = 200
+FF_WALK_LIMIT = 10_000  # commits walked to tell a fast-forward; beyond, not remembered
 
 
 @dataclass(frozen=True)
@@ -121,7 +122,7 @@ def stale(repo: Any, updates: Sequence[RefUpdate]) -> list[RefUpdate]:
 def commit(repo: Any, path: str, updates: Sequence[RefUpdate]) -> None:
     """Apply every update (caller holds `locked(path)` and checked `stale`). Journaled, durable."""
     # Before any ref moves: a fetch that saw the old tip may ask for it the very next moment.
-    _remember_tips(path, [u.old for u in updates if not u.is_create])
+    _remember_tips(path, [u.old for u in updates if _still_reachable(repo, u)])
     journal = os.path.join(path, _JOURNAL)
     tmp = journal + ".tmp"
     with open(tmp, "w") as f:
@@ -135,6 +136,17 @@ def commit(repo: Any, path: str, updates: Sequence[RefUpdate]) -> None:
     _write_refs(repo, path, updates, roll_forward=False)
     os.unlink(journal)
     locks.fsync_dir(path)
+
+
+def _still_reachable(repo: Any, u: RefUpdate) -> bool:
+    """Whether the ref's old tip stays reachable from its new one (a fast-forward). Only those
+    are remembered: C git serves a stateless want that current refs reach, never the tip of a
+    deleted or force-pushed-away history (a commit pushed by mistake and removed on purpose)."""
+    if u.is_create or u.is_delete:
+        return False
+    from gitserver import history  # history imports this module
+
+    return history.is_ancestor(repo.object_store, u.old, u.new, limit=FF_WALK_LIMIT)
 
 
 def _remember_tips(path: str, olds: Sequence[bytes]) -> None:

@@ -100,3 +100,27 @@ def test_a_want_of_the_tip_a_push_just_replaced_is_served(git: Git, server: Serv
                                         user="reader")
         assert status == 200
         assert b"PACK" in out, out[:300]
+
+
+def test_a_tip_removed_on_purpose_is_never_served(git: Git, server: Server, tmp_path: Path) -> None:
+    """A commit pushed by mistake and force-pushed away (or its branch deleted) is not served to
+    a want by its id, as C git would not serve it: no current ref reaches it."""
+    from tests.bed import rawgit
+
+    work = git.init(tmp_path / "work")
+    git.write(work, {"ns.yaml": samples.namespace()})
+    base = git.commit_all(work, "base")
+    git.run("push", "-q", server.url("writer"), "HEAD:refs/heads/main", cwd=work)
+    git.write(work, {"cm.yaml": samples.configmap(value="pushed by mistake")})
+    mistake = git.commit_all(work, "mistake")
+    git.run("push", "-q", server.url("writer"), "HEAD:refs/heads/side", "HEAD:refs/heads/other", cwd=work)
+    git.run("reset", "-q", "--hard", base, cwd=work)
+    git.run("push", "-q", "--force", server.url("admin"), "HEAD:refs/heads/side", cwd=work)
+    git.run("push", "-q", server.url("admin"), ":refs/heads/other", cwd=work)
+    assert mistake not in server.refs().values()
+    caps = b"multi_ack_detailed no-done side-band-64k thin-pack ofs-delta"
+    body = rawgit.pkt(b"want %s %s\n" % (mistake.encode(), caps)) + b"0000" + rawgit.pkt(b"done\n")
+    _status, out, _ = rawgit.request(server, "POST", "/cluster.git/git-upload-pack", body,
+                                    {"Content-Type": "application/x-git-upload-pack-request"},
+                                    user="reader")
+    assert b"PACK" not in out, out[:200]
