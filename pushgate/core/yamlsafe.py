@@ -94,7 +94,8 @@ LOADER: type[_Loader] = LOADERS[0]  # the tests run both
 
 _ENDS = (events.MappingEndEvent, events.SequenceEndEvent)
 _RESOLVED: dict[tuple[Any, ...], str] = {}
-_RESOLVED_MAX = 50_000  # entries; short scalars mostly (a long value is resolved, then dropped)
+_RESOLVED_MAX = 50_000  # entries
+_RESOLVED_LEN = 64  # characters: longer scalars are resolved each time, never held (hostile input)
 
 
 def _line(node_or_event: Any) -> int:
@@ -168,6 +169,8 @@ class _Composer:
     def _resolve(self, kind: type[Node], value: str | None, implicit: Any) -> str:
         """The loader's implicit tag, remembered per (loader, kind, value, implicit): the same
         keys and values recur in every manifest, and PyYAML's resolver runs regexes each time."""
+        if value is not None and len(value) > _RESOLVED_LEN:
+            return str(self.loader.resolve(kind, value, implicit))  # a pushed file's own bytes
         key = (type(self.loader), kind, value, implicit)
         tag = _RESOLVED.get(key)
         if tag is None:

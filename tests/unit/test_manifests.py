@@ -701,3 +701,15 @@ def test_mangled_input_never_raises(path: str) -> None:
         for m in result.manifests:
             json.dumps(m.obj, allow_nan=False)
         assert all(isinstance(v, violations.Violation) for v in result.problems)
+
+
+def test_long_scalars_are_never_held_by_the_tag_cache() -> None:
+    """The implicit-tag cache keeps short scalars only: a hostile file of many big distinct
+    values must not be held in memory after it was refused or checked."""
+    yamlsafe._RESOLVED.clear()
+    text = "".join(f"k{i}: {'x' * 5000}{i}\n" for i in range(200))
+    parsed = yamlsafe.parse_yaml("big.yaml", text, max_documents=10, max_depth=10,
+                                 max_alias_expansions=100)
+    assert len(parsed.documents) == 1 and len(parsed.documents[0].value) == 200
+    held = sum(len(k[2] or "") for k in yamlsafe._RESOLVED)
+    assert held < 5000, held
