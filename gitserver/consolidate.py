@@ -4,8 +4,9 @@ Called by `receive` after an accepted push. Every push adds a pack; after a few 
 every object lookup (the gate reading the tree, `history` checking what a push brings, a
 fetch) probed a hundred pack indexes in turn: a 10-file push to a 5,000-manifest repository
 spent a third of its time there (bench/RESULTS.md, gate_incremental). When `TRIGGER` packs of at
-most `SMALL` objects have gathered, their objects are written into one new pack and the old ones
-removed, as `git repack --geometric` keeps the count of packs low without rewriting the big ones.
+most `SMALL` objects and `SMALL_BYTES` bytes have gathered, their objects are written into one
+new pack and the old ones removed, as `git repack --geometric` keeps the count of packs low
+without rewriting the big ones.
 
 Safe alongside everything else: the objects of the packs stay exactly the same set (no
 reachability decided here, nothing dropped), the new pack is complete on disk (.pack, then its
@@ -27,7 +28,8 @@ from pushgate import faults
 
 log = logging.getLogger(__name__)
 
-SMALL = 1000  # objects: packs up to this size are merged
+SMALL = 1000  # objects: packs up to this size are merged...
+SMALL_BYTES = 4 << 20  # ...and up to this many bytes: the merge holds their objects in memory
 TRIGGER = 16  # small packs before a merge
 LOCK = "pushgate-consolidate.lock"  # in the repository's own directory, next to its journal
 
@@ -76,7 +78,7 @@ def _merge(objects_dir: str) -> int:
         for base in _pack_names(objects_dir):
             pack = Pack(base, object_format=store.object_format)
             try:
-                if len(pack) <= SMALL:
+                if len(pack) <= SMALL and os.path.getsize(base + ".pack") <= SMALL_BYTES:
                     small.append((base, pack))
                     continue
             except FileNotFoundError:

@@ -5,11 +5,14 @@ client can see (fsck --strict, every ref)."""
 
 from __future__ import annotations
 
+import os
 import subprocess
 import threading
 import time
 from collections.abc import Callable
 from pathlib import Path
+
+import pytest
 
 from gitserver import consolidate
 from tests.bed import procs, samples
@@ -126,3 +129,28 @@ def test_a_worker_killed_in_the_middle_of_a_merge(git: Git, server_factory: Call
     git.run("clone", "-q", "--no-checkout", server.url("reader"), str(clone))
     git.run("fsck", "--strict", "--no-dangling", cwd=clone)
     assert git.rev_parse(clone, "origin/main") == head
+
+
+def test_big_packs_are_left_alone(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    """A merge holds the objects of the packs it merges: packs over SMALL_BYTES (a big file
+    pushed on purpose or not) are never read into memory by it."""
+    repo = tmp_path / "r.git"
+    subprocess.run(["git", "init", "-q", "--bare", str(repo)], check=True)
+    subprocess.run(["git", "-C", str(repo), "config", "receive.unpackLimit", "1"], check=True)
+    work = tmp_path / "w"
+    subprocess.run(["git", "init", "-q", str(work)], check=True)
+    ident = ["-c", "user.name=t", "-c", "user.email=t@example.test"]
+    for i in range(consolidate.TRIGGER + 1):
+        data = os.urandom(64 * 1024) if i == 0 else f"{i}\n".encode()  # the first pack is big
+        (work / f"f{i}").write_bytes(data)
+        subprocess.run(["git", "-C", str(work), "add", "."], check=True)
+        subprocess.run(["git", "-C", str(work), *ident, "commit", "-qm", str(i)], check=True)
+        subprocess.run(["git", "-C", str(work), "push", "-q", str(repo), "HEAD:refs/heads/main"], check=True)
+    packs = sorted((repo / "objects" / "pack").glob("*.pack"), key=lambda p: p.stat().st_size)
+    big = packs[-1]
+    monkeypatch.setattr(consolidate, "SMALL_BYTES", 32 * 1024)
+    assert consolidate.consolidate(str(repo / "objects")) == consolidate.TRIGGER
+    left = set((repo / "objects" / "pack").glob("*.pack"))
+    assert big in left and len(left) == 2
+    fsck = subprocess.run(["git", "-C", str(repo), "fsck", "--strict"], capture_output=True, text=True)
+    assert fsck.returncode == 0, fsck.stderr
