@@ -63,7 +63,8 @@ class SparseFinder:
             elif isinstance(obj, Blob):
                 self._emit(obj.id, Blob.type_num, None)
 
-        missing, common = self._missing_commits(want_commits, self._ancestors(have_commits))
+        theirs, _ = self._commits(have_commits, set(), strict=False)
+        missing, common = self._commits(want_commits, {c.id for c in theirs}, strict=True)
         self.remote_has: set[bytes] = set(common) | have_tags
         for commit in missing:
             self._emit(commit.id, Commit.type_num, None)
@@ -77,37 +78,28 @@ class SparseFinder:
         except KeyError:
             return None  # a have we do not know: the client has more than we do
 
-    def _ancestors(self, heads: Iterable[bytes]) -> set[bytes]:
+    def _commits(self, starts: Iterable[bytes], stop: set[bytes], *, strict: bool
+                 ) -> tuple[list[Commit], set[bytes]]:
+        """The commits `starts` reach without passing through `stop`, and the ids of `stop`
+        met on the way (the boundary). An unknown id is an error only when `strict` (a want;
+        a have we do not know just means the client has more than we do)."""
+        found: list[Commit] = []
+        boundary: set[bytes] = set()
         seen: set[bytes] = set()
-        todo = list(heads)
+        todo = list(starts)
         while todo:
             sha = todo.pop()
             if sha in seen:
                 continue
             seen.add(sha)
-            commit = self._get(sha)
+            if sha in stop:
+                boundary.add(sha)
+                continue
+            commit = self.store[sha] if strict else self._get(sha)
             if isinstance(commit, Commit):
+                found.append(commit)
                 todo.extend(commit.parents)
-        return seen
-
-    def _missing_commits(self, wants: list[bytes], theirs: set[bytes]
-                         ) -> tuple[list[Commit], set[bytes]]:
-        missing: list[Commit] = []
-        common: set[bytes] = set()
-        seen: set[bytes] = set()
-        todo = list(wants)
-        while todo:
-            sha = todo.pop()
-            if sha in seen:
-                continue
-            seen.add(sha)
-            if sha in theirs:
-                common.add(sha)
-                continue
-            commit = self.store[sha]
-            missing.append(commit)
-            todo.extend(commit.parents)
-        return missing, common
+        return found, boundary
 
     def _emit(self, sha: bytes, type_num: int, name: bytes | None) -> None:
         if sha in self._sent:
