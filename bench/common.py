@@ -132,11 +132,22 @@ def code_state() -> str:
     return f"HEAD {head}" + (f", uncommitted changes in {', '.join(changed)}" if changed else ", clean")
 
 
+_CODE_AT_START = code_state()  # when the benchmark's process imported this module
+
+
+def _code_line() -> str:
+    """The code measured; both states when it changed while the benchmark ran."""
+    now_state = code_state()
+    if now_state == _CODE_AT_START:
+        return now_state
+    return f"{_CODE_AT_START} at the start, {now_state} at the end (changed during the run)"
+
+
 def section(name: str, title: str, command: str, body: str, started_load: str) -> str:
     return (f"## {name}: {title}\n\n"
             f"- Command: `{command}`\n"
             f"- Machine: {machine()}\n"
-            f"- Code: {code_state()}\n"
+            f"- Code: {_code_line()}\n"
             f"- Date: {now()}; load average at start {started_load}, at end {load_average()}\n\n"
             f"{body.rstrip()}\n")
 
