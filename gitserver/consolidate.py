@@ -9,10 +9,11 @@ new pack and the old ones removed, as `git repack --geometric` keeps the count o
 without rewriting the big ones.
 
 Safe alongside everything else: the objects of the packs stay exactly the same set (no
-reachability decided here, nothing dropped), the new pack is complete on disk (.pack, then its
-.idx) before any old one is removed, a reader that has a pack open keeps reading it, and one
-process at a time does it (a lock file; others skip). Killed in between, the repository only has
-some objects twice, which the next merge folds together.
+reachability decided here, nothing dropped), the new pack is written in a quarantine and moved
+in complete (.pack, then its .idx) before any old one is removed, a reader that has a pack
+open keeps reading it, and one process at a time does it (a lock file; others skip). Killed
+while writing, nothing changed (the start-up sweep removes the quarantine); killed after, the
+repository only has some objects twice, which the next merge folds together.
 """
 
 from __future__ import annotations
@@ -24,6 +25,7 @@ import os
 import threading
 from typing import Any
 
+from gitserver import quarantine
 from pushgate import faults
 
 log = logging.getLogger(__name__)
@@ -90,8 +92,17 @@ def _merge(objects_dir: str) -> int:
         for _base, pack in small:
             for obj in pack.iterobjects():
                 objects.setdefault(obj.id, obj)
-        merged = store.add_objects([(obj, None) for obj in objects.values()])
-        new_name = merged.name() if merged is not None else None
+        # Written in a quarantine and moved in whole (.idx last), as a push's pack is: a merge
+        # killed while writing leaves no half pack in the repository (the start-up sweep
+        # removes the quarantine).
+        q = quarantine.Quarantine(objects_dir)
+        try:
+            merged = q.store.add_objects([(obj, None) for obj in objects.values()])
+            new_name = merged.name() if merged is not None else None
+            faults.crashpoint("consolidate-writing")
+            q.migrate()
+        finally:
+            q.close()
         keep = {base for base, pack in small if pack.name() == new_name}
         faults.crashpoint("consolidate-written")
     finally:

@@ -105,22 +105,28 @@ def test_the_object_set_is_exactly_kept(git: Git, server: Server, tmp_path: Path
     assert before <= after and len(after - before) == 4  # the last commit, 2 trees, its blob
 
 
-def test_a_worker_killed_in_the_middle_of_a_merge(git: Git, server_factory: Callable[..., Server],
+@pytest.mark.parametrize(("point", "extra"), [("consolidate-writing", 0), ("consolidate-written", 1)])
+def test_a_worker_killed_in_the_middle_of_a_merge(point: str, extra: int, git: Git,
+                                                   server_factory: Callable[..., Server],
                                                    tmp_path: Path) -> None:
     marker = tmp_path / "crash-marker"
-    server = server_factory(env={"PUSHGATE_CRASHPOINT": "consolidate-written",
+    server = server_factory(env={"PUSHGATE_CRASHPOINT": point,
                                  "PUSHGATE_CRASHPOINT_MARKER": str(marker)})
     work = _base(git, server, tmp_path)
     for i in range(consolidate.TRIGGER - 1):  # the base's pack and these: due
         _push(git, server, work, i)
-    procs.wait_until(marker.exists, 20, "the merge to die after writing its pack")
-    assert "consolidate-written" in marker.read_text()
-    # the new pack is there next to the old ones: every object twice, nothing lost
-    assert _packs(server) == consolidate.TRIGGER + 1
+    procs.wait_until(marker.exists, 20, f"the merge to die at {point}")
+    assert point in marker.read_text()
+    # killed while writing: nothing in the repository changed (the pack is in a quarantine);
+    # after: the new pack is there next to the old ones, every object twice, nothing lost
+    assert _packs(server) == consolidate.TRIGGER + extra
+    pack_dir = server.repo / "objects" / "pack"
+    assert all(p.with_suffix(".idx").exists() for p in pack_dir.glob("*.pack"))
     assert server.fsck().returncode == 0
     server.stop()
     server.env.pop("PUSHGATE_CRASHPOINT")
     server.start()
+    assert server.quarantines() == []
     objects = _objects(server)
     head = _push(git, server, work, 100)  # due again: the next merge folds the duplicates
     procs.wait_until(lambda: _packs(server) == 1, 20, "the duplicates folded into one pack")
