@@ -91,6 +91,16 @@ def recover(path: str) -> list[str]:
             with open(journal) as f:
                 updates = [RefUpdate(u["ref"].encode(), u["old"].encode(), u["new"].encode())
                            for u in json.load(f)]
+            # A writer killed inside dulwich's ref update leaves `<ref>.lock` behind, and the
+            # roll forward would fail on it for good (the server would not start). Every writer
+            # of these refs holds the repository lock, which we hold: such a lock is stale.
+            stale = [os.path.join(path, u.ref.decode() + ".lock") for u in updates]
+            if any(u.is_delete for u in updates):
+                stale.append(os.path.join(path, "packed-refs.lock"))
+            for lock in stale:
+                if os.path.exists(lock):
+                    os.unlink(lock)
+                    notes.append(f"removed the stale lock {os.path.relpath(lock, path)}")
             repo = Repo(path)
             try:
                 _write_refs(repo, path, updates, roll_forward=True)

@@ -46,6 +46,24 @@ def test_journal_is_rolled_forward_at_start(tmp_path: Path) -> None:
     assert notes and "rolled forward 2" in notes[0]
 
 
+def test_a_ref_lock_left_by_the_killed_writer_does_not_stop_the_roll_forward(tmp_path: Path) -> None:
+    """Found by the random-kill test: a SIGKILL inside dulwich's ref write leaves
+    `refs/heads/main.lock`; the roll forward failed on it at every start (FileLocked)."""
+    path = repos.ensure(str(tmp_path))
+    repo = Repo(path)
+    a = _commit(repo, b"a", [])
+    b = _commit(repo, b"b", [a])
+    repo.refs[b"refs/heads/main"] = a
+    Path(path, "pushgate-journal.json").write_text(json.dumps(
+        [{"ref": "refs/heads/main", "old": a.decode(), "new": b.decode()}]))
+    Path(path, "refs/heads/main.lock").write_bytes(b.hex().encode()[:10])  # half written
+    notes = repos.recover(path)
+    assert Repo(path).refs[b"refs/heads/main"] == b
+    assert not Path(path, "refs/heads/main.lock").exists()
+    assert not Path(path, "pushgate-journal.json").exists()
+    assert any("stale lock refs/heads/main.lock" in n for n in notes), notes
+
+
 def test_journal_does_not_clobber_a_ref_that_moved_on(tmp_path: Path) -> None:
     path = repos.ensure(str(tmp_path))
     repo = Repo(path)
