@@ -232,7 +232,19 @@ def _check(path: str, obj: Any, span: yamlsafe.Span) -> list[violations.Violatio
             if key in metadata and not (isinstance(value, str) and value):
                 message = f'"metadata.{key}" must be a non-empty string, not {_describe(value)}'
                 problem(f"metadata.{key}", message)
+            elif isinstance(value, str) and not path_segment(value, prefix=key == "generateName"):
+                problem(f"metadata.{key}", f'"metadata.{key}" {value!r} cannot be a name: it is '
+                        'a segment of the object\'s URL, and the API server refuses "." and ".." '
+                        'and any name containing "/" or "%"')
     return found
+
+
+def path_segment(name: str, *, prefix: bool = False) -> bool:
+    """Whether the API server accepts `name` as an object's name (or a generateName `prefix`):
+    it is a segment of the object's URL path (apimachinery's ValidatePathSegmentName)."""
+    if not prefix and name in (".", ".."):
+        return False
+    return "/" not in name and "%" not in name
 
 
 def _describe(value: Any) -> str:

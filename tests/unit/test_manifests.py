@@ -453,6 +453,32 @@ def test_what_is_not_a_manifest(text: str, line: int, obj: str, message: str) ->
     assert (v.line, v.obj, v.rule, v.message) == (line, obj, "manifest", message)
 
 
+@pytest.mark.parametrize(("meta", "line", "field", "value"), [
+    ('name: ".."', 4, "name", ".."),
+    ('name: "."', 4, "name", "."),
+    ("name: a/b", 4, "name", "a/b"),
+    ('name: "50%"', 4, "name", "50%"),
+    ('name: a\n  namespace: ".."', 5, "namespace", ".."),
+    ("name: a\n  namespace: x/y", 5, "namespace", "x/y"),
+    ("generateName: run/", 4, "generateName", "run/"),
+])
+def test_a_name_that_is_not_a_url_path_segment_is_refused(meta: str, line: int, field: str,
+                                                          value: str) -> None:
+    # The API server refuses these for every kind: the name is a segment of the object's URL.
+    result = load(f"apiVersion: v1\nkind: ConfigMap\nmetadata:\n  {meta}\n")
+    assert result.manifests == []
+    v = only_problem(result)
+    assert (v.rule, v.line) == ("manifest", line)
+    assert v.message.startswith(f'"metadata.{field}" {value!r} cannot be a name'), v.message
+
+
+@pytest.mark.parametrize("meta", ["name: system:controller:x", "name: a.b", "generateName: ..",
+                                  "name: ...", "name: a..b"])
+def test_names_the_api_server_accepts_as_path_segments_load(meta: str) -> None:
+    [m] = load(f"apiVersion: v1\nkind: ConfigMap\nmetadata:\n  {meta}\n").manifests
+    assert m.obj["metadata"]
+
+
 def test_every_missing_field_is_reported() -> None:
     result = load("metadata: {}\n")
     assert [v.message for v in result.problems] == [
