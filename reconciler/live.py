@@ -314,28 +314,19 @@ def _get(run: _Run, entry: Entry, timeout: float) -> dict[str, Any] | None:
     res = run.resource(entry.api_version, entry.kind)
     if res.namespaced and not entry.namespace:
         return None
-    dyn: Any = run.cluster.dyn  # the kubernetes client is untyped
     try:
-        out = dyn.get(res, name=entry.name, namespace=entry.namespace if res.namespaced else None,
-                      _request_timeout=timeout)
+        return run.cluster.send("GET", run.cluster.object_path(res, entry.name, entry.namespace), [],
+                                timeout=timeout)
     except Exception as e:
         if getattr(e, "status", None) == 404:
             return None
         raise
-    return dict(out.to_dict())
 
 
 def _dry_run(run: _Run, obj: dict[str, Any], timeout: float) -> dict[str, Any]:
     """`Cluster.apply(obj, dry_run=True)` with a request timeout. No fieldValidation parameter:
     the apply sends none, and server-side apply refuses unknown fields whatever it says."""
-    res = run.resource(obj["apiVersion"], obj["kind"])
-    meta = obj.get("metadata") or {}
-    dyn: Any = run.cluster.dyn
-    out = dyn.server_side_apply(
-        res, body=obj, name=meta.get("name"), namespace=meta.get("namespace") if res.namespaced else None,
-        field_manager=run.cluster.field_manager, force_conflicts=run.cluster.force_conflicts,
-        dry_run="All", _request_timeout=timeout)
-    return dict(out.to_dict())
+    return run.cluster.send_apply(obj, dry_run=True, timeout=timeout)
 
 
 def _read_inventory(run: _Run, applier: apply.Applier, timeout: float) -> list[Entry]:

@@ -5,9 +5,11 @@ refuses (a namespaced object without a namespace) is a permanent ClientError say
 from __future__ import annotations
 
 import secrets
+import time
 from typing import Any
 
 import pytest
+from kubernetes.client.exceptions import ApiException
 
 from reconciler import errors
 from reconciler.apply import Applier
@@ -62,3 +64,66 @@ def test_api_answers_keep_their_types(cluster: Cluster, namespace: str) -> None:
     with pytest.raises(errors.Invalid) as invalid:
         cluster.apply(bad, dry_run=True)
     assert invalid.value.code == 422 and "Bad_Name" in invalid.value.message
+
+
+@pytest.mark.parametrize(("name", "ns"), [("..", None), (".", None), ("a/b", None), ("x", ".."),
+                                          ("50%2F", None)])
+def test_a_name_that_is_not_a_path_segment_never_reaches_the_server(
+        cluster: Cluster, namespace: str, control_plane: ControlPlane, name: str, ns: str | None) -> None:
+    # Sent as it was, ".." made the PATCH of a ConfigMap go to its namespace's own URL.
+    before = cluster.get("v1", "Namespace", namespace)
+    for dry_run in (True, False):
+        with pytest.raises(errors.ClientError) as info:
+            cluster.apply(_cm(name, ns or namespace), dry_run=dry_run)
+        assert info.value.permanent and "is not a URL path segment" in info.value.message
+    with pytest.raises(errors.ClientError):
+        cluster.get("v1", "ConfigMap", name, ns or namespace)
+    after = cluster.get("v1", "Namespace", namespace)
+    assert before and after and before["metadata"]["resourceVersion"] == after["metadata"]["resourceVersion"]
+
+
+def test_requests_answer_plain_dicts_and_errors_with_status_body_and_headers(
+        cluster: Cluster, namespace: str) -> None:
+    applied = cluster.apply(_cm("plain", namespace))
+    assert type(applied) is dict and applied["data"] == {"value": "1"}
+    assert applied["metadata"]["managedFields"][0]["manager"] == cluster.field_manager
+    got = cluster.get("v1", "ConfigMap", "plain", namespace)
+    assert got is not None and got["metadata"]["uid"] == applied["metadata"]["uid"]
+    dry = cluster.apply({**_cm("plain", namespace), "data": {"value": "2"}}, dry_run=True)
+    assert dry["data"] == {"value": "2"}
+    assert cluster.get("v1", "ConfigMap", "plain", namespace)["data"] == {"value": "1"}  # type: ignore[index]
+    assert cluster.get("v1", "ConfigMap", "absent", namespace) is None
+    with pytest.raises(ApiException) as info:  # raw, as the kubernetes client raises
+        cluster.send("GET", f"/api/v1/namespaces/{namespace}/configmaps/absent", [])
+    e = info.value
+    assert e.status == 404 and '"reason":"NotFound"' in e.body
+    assert e.headers["Content-Type"] == "application/json"
+
+
+def test_a_refused_token_answers_401_through_the_lean_request_path(control_plane: ControlPlane, namespace: str) -> None:
+    good = Cluster.from_kubeconfig(str(control_plane.kubeconfig))
+    good._auth = (time.monotonic(), {"authorization": "Bearer not-the-token"})  # as if just asked
+    with pytest.raises(errors.ClusterError) as info:
+        good.get("v1", "ConfigMap", "x", namespace)
+    assert info.value.code == 401 and info.value.message == "Unauthorized"
+
+
+def test_found_kinds_are_remembered_until_discovery_is_invalidated(cluster: Cluster) -> None:
+    asked: list[tuple[str, str]] = []
+    real = cluster.dyn.resources.get
+
+    def counting(*, api_version: str, kind: str) -> Any:
+        asked.append((api_version, kind))
+        return real(api_version=api_version, kind=kind)
+
+    cluster.dyn.resources.get = counting
+    first = cluster.resource("v1", "ConfigMap")
+    assert cluster.resource("v1", "ConfigMap") is first and cluster.namespaced("v1", "ConfigMap")
+    assert asked == [("v1", "ConfigMap")]
+    for _ in range(2):  # a miss is not remembered: the next lookup asks (and re-reads) again
+        with pytest.raises(errors.NotFound):
+            cluster.resource("nope.example.com/v1", "Widget")
+    assert asked.count(("nope.example.com/v1", "Widget")) == 2
+    cluster.invalidate_discovery()
+    assert cluster.resource("v1", "ConfigMap").kind == "ConfigMap"
+    assert asked.count(("v1", "ConfigMap")) == 2

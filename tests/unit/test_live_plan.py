@@ -228,6 +228,28 @@ class FakeCluster:
     def namespaced(self, api_version: str, kind: str) -> bool:
         return bool(self.resource(api_version, kind).namespaced)
 
+    # Cluster's request surface, on FakeDyn (which raises as the kubernetes client does).
+    @staticmethod
+    def object_path(res: Any, name: str, namespace: str | None) -> str:
+        return f"{res.kind}|{namespace or ''}|{name}"
+
+    def send(self, method: str, path: str, query: list[tuple[str, str]], *,
+             timeout: float | None = None) -> dict[str, Any]:
+        assert method == "GET" and not query
+        kind, namespace, name = path.split("|")
+        res = SimpleNamespace(kind=kind, namespaced=self.kinds[kind])
+        return dict(self.dyn.get(res, name=name, namespace=namespace or None,
+                                 _request_timeout=timeout or 0.0).to_dict())
+
+    def send_apply(self, obj: dict[str, Any], *, dry_run: bool = False,
+                   timeout: float | None = None) -> dict[str, Any]:
+        res = self.resource(obj["apiVersion"], obj["kind"])
+        meta = obj["metadata"]
+        return dict(self.dyn.server_side_apply(
+            res, body=obj, name=meta["name"], namespace=meta.get("namespace"),
+            field_manager=self.field_manager, force_conflicts=self.force_conflicts,
+            dry_run="All" if dry_run else "", _request_timeout=timeout or 0.0).to_dict())
+
     def put(self, obj: dict[str, Any]) -> None:
         meta = obj["metadata"]
         self.dyn.store[(obj["kind"], meta.get("namespace", ""), meta["name"])] = obj
