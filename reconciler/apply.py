@@ -2,9 +2,12 @@
 
 Called by the loop. Phase 1 dry-runs and applies Namespaces and CRDs and waits for the CRDs to be
 Established; phase 2 dry-runs everything else, reports every object that fails (and skips it),
-and applies the rest with bounded parallelism. Every object is labelled as a member of our
-ApplySet; the inventory lives on the ApplySet parent (a ConfigMap) and is written before the
-apply (a superset, so a crash never orphans an object) and after the prune.
+and applies the rest with bounded parallelism. A dry-run is there to read the object's opt-out
+before writing it (below): where many objects share a kind and a namespace, one LIST of them
+reads it instead (`_listed`), and their failures are found by the apply itself. Every object is
+labelled as a member of our ApplySet; the inventory lives on the ApplySet parent (a ConfigMap)
+and is written before the apply (a superset, so a crash never orphans an object) and after the
+prune.
 
 The per-object opt-out, `pushgate.io/reconcile: "false"` on the live object, means no write at
 all: such an object is neither applied (action "skipped", reason ReconcileDisabled) nor pruned
@@ -36,6 +39,10 @@ from reconciler.inventory import Entry
 PRUNE_ANNOTATION = "pushgate.io/prune"  # "false": never prune; "true": allow a protected kind
 RECONCILE_ANNOTATION = "pushgate.io/reconcile"  # "false" on a live object: leave it alone
 FIRST_KINDS = {("", "Namespace"), ("apiextensions.k8s.io", "CustomResourceDefinition")}
+# Objects of one kind in one namespace from which one LIST of them replaces a dry-run each, and
+# how many live objects per one of ours that LIST may read before the dry-runs are cheaper.
+LIST_MIN = 16
+LIST_FACTOR = 8
 
 
 @dataclass
@@ -192,8 +199,10 @@ class Applier:
             except errors.ClusterError as e:
                 return obj, None, e
 
+        listed = self._listed(objects)
         with ThreadPoolExecutor(self.parallelism) as pool:
-            checked = list(pool.map(dry, objects))
+            dried = iter(list(pool.map(dry, [o for i, o in enumerate(objects) if i not in listed])))
+        checked = [(o, listed[i], None) if i in listed else next(dried) for i, o in enumerate(objects)]
         good = []
         for obj, view, err in checked:
             if reconcile_disabled(obj, view, self.cluster.field_manager):
@@ -221,6 +230,34 @@ class Applier:
         report.results.extend(results)
         applied = {r.ref for r in results if r.action == "applied"}
         return [o for o in good if self._guess(o).ref in applied]
+
+    def _listed(self, objects: Sequence[dict[str, Any]]) -> dict[int, dict[str, Any] | None]:
+        """The live object (None: absent) of each object whose kind and namespace hold at least
+        LIST_MIN of them, read with one LIST per kind and namespace instead of a dry-run each:
+        what `reconcile_disabled` needs is on the live object, and half the requests of a full
+        sync were dry-runs. Any trouble listing leaves those objects to their dry-runs."""
+        groups: dict[tuple[str, str, str], list[int]] = {}
+        for i, obj in enumerate(objects):
+            meta = obj.get("metadata") or {}
+            api_version, kind, name = obj.get("apiVersion"), obj.get("kind"), meta.get("name")
+            if isinstance(api_version, str) and isinstance(kind, str) and isinstance(name, str):
+                namespace = meta.get("namespace")
+                groups.setdefault((api_version, kind, namespace if isinstance(namespace, str) else ""),
+                                  []).append(i)
+        out: dict[int, dict[str, Any] | None] = {}
+        for (api_version, kind, namespace), members in groups.items():
+            if len(members) < LIST_MIN:
+                continue
+            try:
+                live = self.cluster.list(api_version, kind, namespace,
+                                         at_most=len(members) * LIST_FACTOR)
+            except errors.ClusterError:
+                continue
+            if live is None:
+                continue
+            for i in members:
+                out[i] = live.get(objects[i]["metadata"]["name"])
+        return out
 
     def _live(self, obj: dict[str, Any]) -> dict[str, Any] | None:
         entry = self._guess(obj)

@@ -256,6 +256,29 @@ class Cluster:
                 return None
             raise err from e
 
+    def list(self, api_version: str, kind: str, namespace: str, *,
+             at_most: int) -> dict[str, dict[str, Any]] | None:
+        """The live objects of `kind` in `namespace` (every one, for a cluster-scoped kind) by
+        name, read in pages of 500; None once there are more than `at_most`."""
+        res = self.resource(api_version, kind)
+        if res.namespaced and not (namespace and manifests.path_segment(namespace)):
+            raise errors.ClientError(f"{kind}: no namespace to list", reason="ClientError")
+        path = str(res.path(namespace=quote(namespace, safe="") if res.namespaced else None))
+        found: dict[str, dict[str, Any]] = {}
+        token = ""
+        try:
+            while True:
+                page = self.send("GET", path, [("limit", "500")] + ([("continue", token)] if token else []))
+                for item in page.get("items") or []:
+                    found[str((item.get("metadata") or {}).get("name", ""))] = item
+                if len(found) > at_most:
+                    return None
+                token = str((page.get("metadata") or {}).get("continue") or "")
+                if not token:
+                    return found
+        except Exception as e:
+            raise self._translate(e) from e
+
     def delete(self, api_version: str, kind: str, name: str, namespace: str = "") -> None:
         res = self.resource(api_version, kind)
         try:

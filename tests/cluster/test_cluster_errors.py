@@ -100,7 +100,8 @@ def test_requests_answer_plain_dicts_and_errors_with_status_body_and_headers(
     assert e.headers["Content-Type"] == "application/json"
 
 
-def test_a_refused_token_answers_401_through_the_lean_request_path(control_plane: ControlPlane, namespace: str) -> None:
+def test_a_refused_token_answers_401_through_the_lean_request_path(control_plane: ControlPlane,
+                                                                   namespace: str) -> None:
     good = Cluster.from_kubeconfig(str(control_plane.kubeconfig))
     good._auth = (time.monotonic(), {"authorization": "Bearer not-the-token"})  # as if just asked
     with pytest.raises(errors.ClusterError) as info:

@@ -12,6 +12,7 @@ from typing import Any
 
 import pytest
 
+from reconciler import apply as applymod
 from reconciler import drift, inventory
 from reconciler.apply import RECONCILE_ANNOTATION, Applier, ApplyReport
 from reconciler.cluster import Cluster
@@ -80,8 +81,12 @@ def _rv(obj: dict[str, Any] | None) -> str:
     return str(obj["metadata"]["resourceVersion"])
 
 
-@pytest.fixture
-def bed(control_plane: ControlPlane, dynamic: Any, namespace: str) -> _Bed:
+@pytest.fixture(params=["dry-run", "listed"])
+def bed(request: pytest.FixtureRequest, monkeypatch: pytest.MonkeyPatch, control_plane: ControlPlane,
+        dynamic: Any, namespace: str) -> _Bed:
+    """Every case twice: the opt-out read from a dry-run of each object, and from one LIST of the
+    namespace's objects of the kind (what a kind with many objects in a namespace gets)."""
+    monkeypatch.setattr(applymod, "LIST_MIN", 10_000 if request.param == "dry-run" else 1)
     return _Bed(control_plane, dynamic, namespace)
 
 
@@ -247,3 +252,49 @@ def _inventory_listing(dynamic: Any, ns: str) -> list[Entry]:
         if any(e.namespace == ns for e in entries):
             return entries
     raise AssertionError(f"no inventory lists objects of {ns}")
+
+
+def test_many_objects_of_a_kind_are_read_with_one_list_and_applied_without_dry_runs(
+        control_plane: ControlPlane, dynamic: Any, namespace: str) -> None:
+    bed = _Bed(control_plane, dynamic, namespace)
+    objects = [_cm(namespace, f"cm-{i:02d}", "1") for i in range(applymod.LIST_MIN)]
+    objects.append({**_cm(namespace, "bad", "1"), "data": {"value": 5}})  # refused at apply
+    listed = _spy_on_lists(bed)
+    since = _now()
+    report = bed.applier.apply(objects, "r1")
+    rows = _rows(report)
+    assert all(rows[f"cm-{i:02d}"] == ("applied", "") for i in range(applymod.LIST_MIN)), rows
+    assert rows["bad"][0] == "failed" and report.failures[0].message.startswith("apply: ")
+    events = [e for e in control_plane.audit_events(bed.agent, since)
+              if f"/namespaces/{namespace}/configmaps" in e["requestURI"]]
+    assert not [e for e in events if "dryRun=All" in e["requestURI"]], [e["requestURI"] for e in events]
+    assert len(listed) == 1 and listed[0] is not None and "cm-00" not in listed[0]  # read before
+
+
+def _spy_on_lists(bed: _Bed) -> list[Any]:
+    """What each `Cluster.list` of the applier answered (the audit log records writes only)."""
+    answers: list[Any] = []
+    real = bed.cluster.list
+
+    def spy(*args: Any, **kwargs: Any) -> Any:
+        answers.append(real(*args, **kwargs))
+        return answers[-1]
+
+    bed.cluster.list = spy  # type: ignore[method-assign]
+    return answers
+
+
+def test_a_namespace_crowded_with_other_objects_is_not_listed(
+        control_plane: ControlPlane, dynamic: Any, namespace: str, monkeypatch: pytest.MonkeyPatch) -> None:
+    bed = _Bed(control_plane, dynamic, namespace)
+    for i in range(12):  # not ours
+        bed.cms.create(namespace=namespace, body=_cm(namespace, f"other-{i}", "x"))
+    monkeypatch.setattr(applymod, "LIST_MIN", 2)
+    monkeypatch.setattr(applymod, "LIST_FACTOR", 3)  # two of ours may read 6 live objects
+    listed = _spy_on_lists(bed)
+    since = _now()
+    report = bed.applier.apply([_cm(namespace, "a", "1"), _cm(namespace, "b", "1")], "r1")
+    assert _rows(report) == {"a": ("applied", ""), "b": ("applied", "")}
+    dry = [e for e in control_plane.audit_events(bed.agent, since) if "dryRun=All" in e["requestURI"]
+           and f"/namespaces/{namespace}/configmaps/" in e["requestURI"]]
+    assert len(dry) == 2 and listed == [None]  # the listing gave up at the first page's 12
