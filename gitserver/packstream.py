@@ -126,12 +126,13 @@ def _entries(mm: Any, idx: Any) -> list[tuple[int, int, bytes, int | None]]:
     return out
 
 
-def plan(files: Sequence[str], object_format: Any = None
+def plan(files: Sequence[str], object_format: Any = None, handles: dict[str, Any] | None = None,
          ) -> tuple[list[tuple[str, list[tuple[int, int]]]], int] | None:
     """The byte ranges to send of each pack, each object once, and how many objects: an entry
     whose object an earlier pack already holds (dulwich completes a thin pack by appending its
     bases) is left out. None when that cannot be done without breaking a delta of its own pack
-    (one refers to it, or spans it, by offset): the caller serves the clone another way."""
+    (one refers to it, or spans it, by offset): the caller serves the clone another way. Reads
+    the packs through `handles` (path -> open file) where given."""
     import mmap
 
     from dulwich.pack import load_pack_index
@@ -140,7 +141,9 @@ def plan(files: Sequence[str], object_format: Any = None
     sent: set[bytes] = set()
     total = 0
     for f in files:
-        with open(f, "rb") as fh, mmap.mmap(fh.fileno(), 0, access=mmap.ACCESS_READ) as mm:
+        with contextlib.ExitStack() as opened:
+            fh = handles[f] if handles is not None else opened.enter_context(open(f, "rb"))
+            mm = opened.enter_context(mmap.mmap(fh.fileno(), 0, access=mmap.ACCESS_READ))
             if mm[:4] != b"PACK" or struct.unpack(">I", mm[4:8])[0] not in (2, 3):
                 return None
             idx = load_pack_index(f[:-5] + ".idx", object_format)
@@ -181,7 +184,7 @@ def stream(files: Sequence[str], write: Callable[[bytes], None], object_format: 
     with contextlib.ExitStack() as stack:
         try:
             handles = {f: stack.enter_context(open(f, "rb")) for f in files}
-            made = plan(files, object_format)
+            made = plan(files, object_format, handles)
         except FileNotFoundError as e:
             raise Vanished(str(e)) from e
         if made is None:
