@@ -12,7 +12,8 @@ started here and stopped at the end, serves three measurements:
    reconciler already connected and leading after a warm-up push of a commit with no manifests;
    timed from the push of the N objects returning to the verdict) against `kubectl apply
    --server-side -f DIR` of the same files rewritten into another fresh namespace (the whole
-   process, discovery cache warm). Sides alternate. Target: median ratio pushgate / kubectl <= 1.0.
+   process, discovery cache warm), with and without `--validate=false`. Sides alternate. Target
+   (issue 13): median ratio pushgate / `kubectl --validate=false` <= 1.0.
 3. out-of-band edit -> corrected: on the server of (1), a merge-patch of a managed ConfigMap's data
    through the kubernetes client, timed from the patch returning until a GET (every 10 ms) shows
    the committed value again. Target: p50 <= 2 s.
@@ -512,15 +513,16 @@ def report(opts: Any, version: str, push: dict[str, Any], drift: list[float],
         f"reconciler already leads (warm-up push of a commit without manifests), timed from `git push` "
         f"returning to the verdict; its `git push` (the gate) took a median {common.median(pushes):.2f} s "
         f"more. kubectl: the whole process, discovery cache warm; `--validate=false` (no client-side "
-        f"OpenAPI work, no server-side field validation) is shown for reference. CPU seconds: medians, "
+        f"OpenAPI work, no server-side field validation) is the target's side. CPU seconds: medians, "
         f"from the push's return to the verdict (pushgate: the reconciler process) or over the kubectl "
         f"process.",
         "",
         common.table(["seconds", "runs", "median", "min", "max", "x kubectl", "CPU client", "CPU apiserver",
                       "CPU etcd"], sync_rows),
         "",
-        f"**ratio pushgate / kubectl = {ratio:.2f}** (target <= {TARGET_RATIO:.1f}: "
-        f"{common.verdict(ratio, TARGET_RATIO)}); against `kubectl --validate=false`: {ratio_novalidate:.2f}",
+        f"**ratio pushgate / kubectl --validate=false = {ratio_novalidate:.2f}** (target <= "
+        f"{TARGET_RATIO:.1f}: {common.verdict(ratio_novalidate, TARGET_RATIO)}); against plain "
+        f"`kubectl apply --server-side`: {ratio:.2f}",
         "",
         common.table(phase_header, phase_rows([t["phases"] for t in pg], [t["applied"] for t in pg])
                      + kc_rows),
