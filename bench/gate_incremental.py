@@ -164,6 +164,7 @@ def main(argv: Sequence[str] | None = None) -> dict[str, Any]:
             print(f"  every worker warm {warm_s:.2f} s after the initial push returned", flush=True)
             server_s: list[float] = []
             client_s: list[float] = []
+            phases: dict[str, list[float]] = {}
             for r in range(opts.repeats):
                 changed = corpus.mutate(files, r, CHANGED)
                 corpus.write(repo, changed)
@@ -172,6 +173,8 @@ def main(argv: Sequence[str] | None = None) -> dict[str, Any]:
                 wall, entry = push(git, repo, url, server.data_dir)
                 server_s.append(float(entry["seconds"]))
                 client_s.append(wall)
+                for name, secs in (entry.get("phases") or {}).items():
+                    phases.setdefault(name, []).append(float(secs))
                 print(f"  push {r + 1}: server {entry['seconds']:.3f} s, client {wall:.3f} s", flush=True)
             profiled = common.in_child(
                 profile_push, server.data_dir, str(server.dir / "users.json"), url, server.port, git,
@@ -204,6 +207,14 @@ def main(argv: Sequence[str] | None = None) -> dict[str, Any]:
         f"{TARGET_MAX * 1000:.0f} ms: {common.verdict(worst, TARGET_MAX)})",
         "",
         "Server seconds per push, in order: " + ", ".join(f"{s:.3f}" for s in server_s),
+        "",
+        "Where the server time goes (pushes.jsonl `phases`: pack = reading and indexing the pushed "
+        "pack, which includes the client producing it; refs = ref checks and the connectivity walk; "
+        "gate = the whole gate; store = verdicts recorded, objects moved in, refs written):",
+        "",
+        common.table(["phase", "p50 ms", "p90 ms", "max ms"],
+                     [[name, common.percentile(xs, 50) * 1000, common.percentile(xs, 90) * 1000,
+                       max(xs) * 1000] for name, xs in phases.items()]),
     ])
     if profiled:
         text += "\n".join([

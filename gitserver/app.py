@@ -284,6 +284,7 @@ class PushgateApp:
             "problems": [str(v) for v in outcome.violations][:200],
             "options": outcome.options,
             "plan": _bounded_plan(outcome.plan),
+            "phases": outcome.phases,
         }
         observe.metric("pushes").labels("accepted" if outcome.accepted else "refused",
                                         "ok" if outcome.accepted else refusal or "other").inc()

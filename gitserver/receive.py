@@ -98,6 +98,15 @@ class PushOutcome:
     seconds: float = 0.0
     verdicts: list[datadir.Verdict] = field(default_factory=list)
     plan: dict[str, Any] = field(default_factory=dict)  # the live plan of the reconciled branch
+    # Seconds per step of the receive (pack, refs, scopes, signatures, gate, store), as reached.
+    phases: dict[str, float] = field(default_factory=dict)
+    _mark: float = field(default=0.0, repr=False)
+
+    def step(self, name: str) -> None:
+        """The receive has just finished step `name` (timed from the previous step's end)."""
+        now = time.monotonic()
+        self.phases[name] = round(now - (self._mark or now), 4)
+        self._mark = now
 
 
 @dataclass(frozen=True)
@@ -259,7 +268,7 @@ class GatedReceivePackHandler(ReceivePackHandler):
         ctx = self.context
         outcome = PushOutcome(repo=self.repo.path, pusher=ctx.pusher.name, updates=updates,
                               options=options)
-        start = time.monotonic()
+        start = outcome._mark = time.monotonic()
         q = quarantine.Quarantine(self.repo.object_store.path)
         try:
             unpack, results = self._receive(q, updates, outcome)
@@ -320,8 +329,10 @@ class GatedReceivePackHandler(ReceivePackHandler):
                 self._say(msg)
                 return refuse_all(Refusal.PACK, msg, unpack=msg[:100])
         faults.crashpoint("after-receive")
+        outcome.step("pack")
 
         checked = self._check_refs(q, updates)
+        outcome.step("refs")
         if checked:
             for ref, (_code, why) in checked.items():
                 self._say(f"{ref.decode(errors='replace')}: {why}")
@@ -335,7 +346,9 @@ class GatedReceivePackHandler(ReceivePackHandler):
         refused = self._check_signatures(q, updates, outcome)
         if refused is not None:
             return refuse_all(*refused)
+        outcome.step("scopes and signatures")
         refused = self._run_gate(q, updates, outcome)
+        outcome.step("gate")
         if refused is not None:
             return refuse_all(*refused)
         if "dry-run" in outcome.options:
@@ -357,6 +370,7 @@ class GatedReceivePackHandler(ReceivePackHandler):
             faults.crashpoint("after-migrate")
             repos.commit(repo, self.repo.path, updates)
         outcome.accepted = True
+        outcome.step("store")
         return "ok", [(u.ref, "ok") for u in updates]
 
     # -- checks ---------------------------------------------------------------------------------

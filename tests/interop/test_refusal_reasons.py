@@ -136,3 +136,21 @@ def test_hostile_kustomization_is_a_clean_refusal(git: Git, server: Server, tmp_
                          timeout=120, check=False)
     assert out.returncode == 1 and "Traceback" not in out.stderr + out.stdout
     assert "app/kustomization.yaml:" in out.stdout and "[kustomize]" in out.stdout, out.stdout
+
+
+def test_the_push_log_says_where_the_server_time_went(git: Git, server_factory: Callable[..., Server],
+                                                      tmp_path: Path) -> None:
+    server = server_factory("--workers=1")
+    work, _head = _seed(git, server, tmp_path)
+    accepted = _last_push(server)
+    phases = accepted["phases"]
+    assert isinstance(phases, dict)
+    assert list(phases) == ["pack", "refs", "scopes and signatures", "gate", "store"], phases
+    assert all(isinstance(v, float) and v >= 0 for v in phases.values())
+    assert sum(phases.values()) <= float(str(accepted["seconds"])) + 0.01
+    git.write(work, {"bad.yaml": samples.deployment(image="nginx:latest")})
+    git.commit_all(work, "bad")
+    git.run("push", server.url(), "main", cwd=work, check=False)
+    refused = _last_push(server)
+    assert refused["accepted"] is False
+    assert list(refused["phases"]) == ["pack", "refs", "scopes and signatures", "gate"]  # type: ignore[call-overload]
