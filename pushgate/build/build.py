@@ -21,9 +21,9 @@ import json
 import posixpath
 import re
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Iterator, Mapping
 from dataclasses import dataclass, field
-from typing import cast
+from typing import Any, cast
 
 from pushgate.build import apiversions, helm, jsonnet, kustomize, proc, sources, tools
 from pushgate.build.config import BuildConfig
@@ -125,6 +125,68 @@ _FIND = object()  # "locate the pinned helm" (see pushgate.build.tools)
 _RENDER_CACHE_MAX = 256
 
 
+class _Readers(Mapping[str, Callable[[], bytes]]):
+    """A tree's files (path -> the function that reads it), each function made when asked for:
+    a build reads few of thousands (making them all cost more than the rest of a 10-file push's
+    build)."""
+
+    def __init__(self, tree: SourceTree, files: dict[str, Entry]) -> None:
+        self.tree, self.files = tree, files
+
+    def __getitem__(self, path: str) -> Callable[[], bytes]:
+        return functools.partial(self.tree.read, self.files[path])
+
+    def __contains__(self, path: object) -> bool:
+        return path in self.files
+
+    def __iter__(self) -> Iterator[str]:
+        return iter(self.files)
+
+    def __len__(self) -> int:
+        return len(self.files)
+
+
+class _Subset(Mapping[str, Callable[[], bytes]]):
+    """Some of the paths of other readers."""
+
+    def __init__(self, readers: Mapping[str, Callable[[], bytes]], paths: list[str]) -> None:
+        self.readers, self.paths = readers, dict.fromkeys(paths)
+
+    def __getitem__(self, path: str) -> Callable[[], bytes]:
+        if path not in self.paths:
+            raise KeyError(path)
+        return self.readers[path]
+
+    def __contains__(self, path: object) -> bool:
+        return path in self.paths
+
+    def __iter__(self) -> Iterator[str]:
+        return iter(self.paths)
+
+    def __len__(self) -> int:
+        return len(self.paths)
+
+
+class _Noting(Mapping[str, Callable[[], bytes]]):
+    """Readers that note every path whose reader is taken (what a plan read)."""
+
+    def __init__(self, readers: Mapping[str, Callable[[], bytes]], noted: set[str]) -> None:
+        self.readers, self.noted = readers, noted
+
+    def __getitem__(self, path: str) -> Callable[[], bytes]:
+        self.noted.add(path)
+        return self.readers[path]
+
+    def __contains__(self, path: object) -> bool:
+        return path in self.readers
+
+    def __iter__(self) -> Iterator[str]:
+        return iter(self.readers)
+
+    def __len__(self) -> int:
+        return len(self.readers)
+
+
 class Builder:
     """Builds trees with one configuration; caches parsed files and chart renders by content
     across builds."""
@@ -145,6 +207,13 @@ class Builder:
         # is_manifest_path(path, include, exclude) and (path, ("*",), exclude) per path: fnmatch
         # costs ~10 us a call, twice per file per build.
         self._selected: GenCache[str, tuple[bool, bool]] = GenCache()
+        # The last build's kustomize and helm plans: (its paths, the files they read -> their
+        # keys, the sorted paths, kplan, hplan). See _plans.
+        self._plan_memo: tuple[frozenset[str], dict[str, str], list[str], kustomize.Plan,
+                               helm.Plan] | None = None
+        # What the last build made of each plain file, by path: (key, None) for a file that is
+        # not a manifest, else (key, manifests, their keys, problems). Replaced at each build.
+        self._segments: dict[str, tuple[Any, ...]] = {}
 
     def build(self, tree: SourceTree, deadline: float | None = None) -> Build:
         deadline = deadline or time.monotonic() + 3600.0
@@ -163,8 +232,7 @@ class Builder:
                                          "repository); commit the file itself"))
             elif e.is_file:
                 files[e.path] = e
-        readers: dict[str, Callable[[], bytes]] = {
-            p: functools.partial(tree.read, e) for p, e in files.items()}
+        readers = _Readers(tree, files)
         keys = {p: e.key for p, e in files.items()}
         built = self._build(readers, keys, problems, deadline)
         built.canonical = self._canonical
@@ -206,24 +274,18 @@ class Builder:
                                           manifests.is_manifest_path(path, cfg.include, cfg.exclude))
         return hit
 
-    def _build(self, readers: dict[str, Callable[[], bytes]], keys: dict[str, str],
+    def _build(self, readers: Mapping[str, Callable[[], bytes]], keys: dict[str, str],
                problems: list[pv.Violation], deadline: float) -> Build:
         cfg = self.config
 
         def selected(path: str) -> bool:
             return self._paths(path)[0]
 
-        # Kustomizations in excluded paths are not rendered; rendering still sees every file.
-        kplan = kustomize.plan({p: r for p, r in readers.items() if selected(p)}, cfg.limits)
+        ordered, kplan, hplan = self._plans(readers, keys)
         for path, line, msg in kplan.problems:
             problems.append(pv.error(path, line, "", "kustomize", msg))
         used_charts = {c for k in kplan.roots for c in k.charts} | {
             c for k in _all(kplan) for c in k.charts}
-        hplan = helm.plan(readers, cfg.limits, configured=cfg.charts,
-                          default_namespace=cfg.default_namespace,
-                          renders=lambda d: (selected(posixpath.join(d, helm.CHART_FILE))
-                                             and not kplan.covers(posixpath.join(d, helm.CHART_FILE))
-                                             and d not in used_charts))
         for path, line, msg in hplan.problems:
             problems.append(pv.error(path, line, "", "helm", msg))
         for path, line, msg in hplan.warnings:
@@ -233,25 +295,29 @@ class Builder:
         out_keys: list[str] = []
         count = 0
         targets: list[str] = []
-        for path in sorted(readers):
+        # A file's segment (what it adds to the build) depends on its path, its content and the
+        # configuration only: an unchanged file's is reused whole, one lookup per file.
+        last, segments = self._segments, {}
+        for path in ordered:
             if kplan.covers(path) or hplan.covers(path):
                 continue
             if path.endswith(jsonnet.SUFFIX):
                 if cfg.jsonnet and selected(path):
                     targets.append(path)
                 continue
-            if not self._paths(path)[1]:
-                continue
-            _check_deadline(deadline)
-            count += 1
-            result = self._load(keys[path], path, readers[path])
-            built.extend(result.manifests)
             key = keys[path]
-            if len(result.manifests) == 1:  # most files: one document
-                out_keys.append(f"{key}#0" if key else "")
-            else:
-                out_keys.extend(f"{key}#{i}" if key else "" for i in range(len(result.manifests)))
-            problems.extend(result.problems)
+            seg = last.get(path) if key else None
+            if seg is None or seg[0] != key:
+                seg = self._segment(key, path, readers[path], deadline)
+            if key:
+                segments[path] = seg
+            if seg[1] is None:
+                continue
+            count += 1
+            built.extend(seg[1])
+            out_keys.extend(seg[2])
+            problems.extend(seg[3])
+        self._segments = segments
         api_versions = apiversions.for_render(cfg.kubernetes_version, (m.obj for m in built)) \
             if hplan.releases or used_charts else []
         rendered: list[manifests.Manifest] = []
@@ -312,6 +378,46 @@ class Builder:
             out.append(done)
         return out
 
+    def _plans(self, readers: Mapping[str, Callable[[], bytes]], keys: dict[str, str],
+               ) -> tuple[list[str], kustomize.Plan, helm.Plan]:
+        """The tree's paths in order, and its kustomize and helm plans. A plan depends on the
+        set of paths, the files it reads and the configuration: when the paths are those of the
+        last build and every file the last plans read is unchanged (by key), they are reused."""
+        paths = frozenset(readers)
+        memo = self._plan_memo
+        if memo is not None and memo[0] == paths and all(keys.get(p) == k for p, k in memo[1].items()):
+            return memo[2], memo[3], memo[4]
+        read: set[str] = set()
+
+        def selected(path: str) -> bool:
+            return self._paths(path)[0]
+
+        # Kustomizations in excluded paths are not rendered; rendering still sees every file.
+        kplan = kustomize.plan(_Noting(_Subset(readers, [p for p in readers if selected(p)]), read),
+                               self.config.limits)
+        used_charts = {c for k in kplan.roots for c in k.charts} | {
+            c for k in _all(kplan) for c in k.charts}
+        hplan = helm.plan(_Noting(readers, read), self.config.limits, configured=self.config.charts,
+                          default_namespace=self.config.default_namespace,
+                          renders=lambda d: (selected(posixpath.join(d, helm.CHART_FILE))
+                                             and not kplan.covers(posixpath.join(d, helm.CHART_FILE))
+                                             and d not in used_charts))
+        ordered = sorted(readers)
+        noted = {p: keys.get(p, "") for p in read}
+        # Without content keys (a directory) nothing says a file is unchanged: never reused.
+        self._plan_memo = (paths, noted, ordered, kplan, hplan) if all(noted.values()) else None
+        return ordered, kplan, hplan
+
+    def _segment(self, key: str, path: str, read: Callable[[], bytes],
+                 deadline: float) -> tuple[Any, ...]:
+        if not self._paths(path)[1]:
+            return (key, None)
+        _check_deadline(deadline)
+        result = self._load(key, path, read)
+        n = len(result.manifests)
+        keys = [f"{key}#{i}" if key else "" for i in range(n)]
+        return (key, result.manifests, keys, result.problems)
+
     def _load(self, key: str, path: str, read: Callable[[], bytes]) -> manifests.LoadResult:
         cache_key = f"{key}:{path}" if key else ""
         if cache_key:
@@ -325,7 +431,7 @@ class Builder:
             self._parsed[cache_key] = result
         return result
 
-    def _render(self, root: kustomize.Kustomization, readers: dict[str, Callable[[], bytes]],
+    def _render(self, root: kustomize.Kustomization, readers: Mapping[str, Callable[[], bytes]],
                 deadline: float, kplan: kustomize.Plan, api_versions: list[str],
                 ) -> tuple[list[manifests.Manifest], list[pv.Violation]]:
         if self.kustomize_bin is None:
@@ -354,7 +460,7 @@ class Builder:
         return ms, list(rendered.problems)
 
     def _origin_line(self, origin: str, m: manifests.Manifest,
-                     readers: dict[str, Callable[[], bytes]]) -> int:
+                     readers: Mapping[str, Callable[[], bytes]]) -> int:
         read = readers.get(origin)
         if read is None:
             return 1
@@ -368,7 +474,7 @@ class Builder:
         return 1
 
 
-    def _helm(self, release: helm.Release, hplan: helm.Plan, readers: dict[str, Callable[[], bytes]],
+    def _helm(self, release: helm.Release, hplan: helm.Plan, readers: Mapping[str, Callable[[], bytes]],
               keys: dict[str, str], deadline: float, api_versions: list[str],
               ) -> tuple[list[manifests.Manifest], list[pv.Violation]]:
         chart = release.chart
@@ -394,7 +500,7 @@ class Builder:
                 self._renders[cache_key] = out
         return self._rendered_docs(helm.split(out, release, hplan), readers, helm.template_line)
 
-    def _jsonnet(self, targets: list[str], readers: dict[str, Callable[[], bytes]], deadline: float,
+    def _jsonnet(self, targets: list[str], readers: Mapping[str, Callable[[], bytes]], deadline: float,
                  ) -> tuple[list[manifests.Manifest], list[pv.Violation]]:
         outputs = jsonnet.render(readers, targets, timeout=max(1.0, deadline - time.monotonic()),
                                  max_output=self.config.max_rendered_bytes)
@@ -410,7 +516,7 @@ class Builder:
         ms, ps = self._rendered_docs(docs, readers, jsonnet.object_line, fmt="json")
         return ms, problems + ps
 
-    def _rendered_docs(self, docs: list[tuple[str, bytes]], readers: dict[str, Callable[[], bytes]],
+    def _rendered_docs(self, docs: list[tuple[str, bytes]], readers: Mapping[str, Callable[[], bytes]],
                        line_of: Callable[[bytes, str, int], int], fmt: str = "yaml",
                        ) -> tuple[list[manifests.Manifest], list[pv.Violation]]:
         """Objects of rendered documents, each named by its source file and the line of the

@@ -19,7 +19,7 @@ import os
 import posixpath
 import re
 import tempfile
-from collections.abc import Callable, Sequence
+from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -78,7 +78,7 @@ def _inside(path: str, d: str) -> bool:
     return d == "" or path.startswith(d + "/")
 
 
-def plan(files: dict[str, Callable[[], bytes]], limits: manifests.Limits, *,
+def plan(files: Mapping[str, Callable[[], bytes]], limits: manifests.Limits, *,
          configured: Sequence[HelmChart], default_namespace: str,
          renders: Callable[[str], bool]) -> Plan:
     """Charts among `files` (path -> reader). `renders(dir)` says whether a chart directory may be
@@ -123,7 +123,7 @@ def plan(files: dict[str, Callable[[], bytes]], limits: manifests.Limits, *,
 
 
 def _release(chart: Chart, c: HelmChart, default_namespace: str,
-             files: dict[str, Callable[[], bytes]], limits: manifests.Limits,
+             files: Mapping[str, Callable[[], bytes]], limits: manifests.Limits,
              problems: list[tuple[str, int, str]]) -> Release | None:
     values: list[str] = []
     ok = True
@@ -192,7 +192,7 @@ def _check_values(path: str, data: bytes, limits: manifests.Limits) -> tuple[str
     return None
 
 
-def _vendored(chart: Chart, dep: str, files: dict[str, Callable[[], bytes]]) -> bool:
+def _vendored(chart: Chart, dep: str, files: Mapping[str, Callable[[], bytes]]) -> bool:
     """Whether helm will find dependency `dep` under the chart's charts/ (a directory whose
     Chart.yaml is named `dep`, or an archive `dep-<version>.tgz`)."""
     base = posixpath.join(chart.dir, "charts") + "/"
@@ -214,7 +214,7 @@ def _named(read: Callable[[], bytes], name: str) -> bool:
 
 # -- rendering ----------------------------------------------------------------------------------
 
-def render(helm_bin: str, release: Release, files: dict[str, Callable[[], bytes]], *,
+def render(helm_bin: str, release: Release, files: Mapping[str, Callable[[], bytes]], *,
            kube_version: str, api_versions: Sequence[str], timeout: float, max_output: int) -> bytes:
     """`helm template` of one release over a materialised copy of its chart (and values files)."""
     chart = release.chart
@@ -244,7 +244,7 @@ def render(helm_bin: str, release: Release, files: dict[str, Callable[[], bytes]
         return res.stdout
 
 
-def _materialise(root: str, files: dict[str, Callable[[], bytes]]) -> None:
+def _materialise(root: str, files: Mapping[str, Callable[[], bytes]]) -> None:
     for path, read in files.items():
         full = os.path.join(root, path)
         os.makedirs(os.path.dirname(full), exist_ok=True)

@@ -19,7 +19,7 @@ import posixpath
 import re
 import sys
 import tempfile
-from collections.abc import Callable, Iterable
+from collections.abc import Callable, Iterable, Mapping
 from dataclasses import dataclass
 
 from pushgate.build import proc
@@ -43,7 +43,7 @@ def entries(paths: Iterable[str]) -> list[str]:
     return sorted(p for p in paths if p.endswith(SUFFIX))
 
 
-def render(files: dict[str, Callable[[], bytes]], targets: list[str], *, timeout: float,
+def render(files: Mapping[str, Callable[[], bytes]], targets: list[str], *, timeout: float,
            max_output: int) -> list[Output]:
     """Evaluate each of `targets` (repo-relative .jsonnet paths), in order, in one worker."""
     if not targets:

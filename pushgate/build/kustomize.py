@@ -13,7 +13,7 @@ import os
 import posixpath
 import re
 import tempfile
-from collections.abc import Callable, Iterable
+from collections.abc import Callable, Iterable, Mapping
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -55,7 +55,7 @@ class Plan:
         return any(d == "" or path.startswith(d + "/") for d in self.covered_dirs)
 
 
-def plan(files: dict[str, Callable[[], bytes]], limits: manifests.Limits) -> Plan:
+def plan(files: Mapping[str, Callable[[], bytes]], limits: manifests.Limits) -> Plan:
     """Find kustomizations among `files` (path -> reader) and decide which are roots. Each
     kustomization file is read with the same bounded parser as every manifest."""
     found: list[Kustomization] = []
@@ -112,7 +112,7 @@ def _in_repo(base: str, rel: object) -> str | None:
     return None if target == ".." or target.startswith("../") else ("" if target == "." else target)
 
 
-def _helm_charts(path: str, d: str, doc: dict[str, Any], files: dict[str, Callable[[], bytes]],
+def _helm_charts(path: str, d: str, doc: dict[str, Any], files: Mapping[str, Callable[[], bytes]],
                  problems: list[tuple[str, int, str]]) -> list[str]:
     """The chart directories `helmCharts` renders; refusals for what would leave the tree."""
     charts = doc.get("helmCharts") or []
@@ -206,7 +206,7 @@ class Helm:
     api_versions: tuple[str, ...]
 
 
-def render(kustomize_bin: str, root: Kustomization, files: dict[str, Callable[[], bytes]],
+def render(kustomize_bin: str, root: Kustomization, files: Mapping[str, Callable[[], bytes]],
            timeout: float, *, max_output: int = 32 * 1024 * 1024, helm: Helm | None = None) -> bytes:
     """`kustomize build` of one root over a materialised copy of the tree, with origin
     annotations on, so each rendered object can be traced back to its source file."""
@@ -242,7 +242,7 @@ def render(kustomize_bin: str, root: Kustomization, files: dict[str, Callable[[]
 RenderError = proc.RenderError
 
 
-def _materialise(tmp: str, files: dict[str, Callable[[], bytes]]) -> None:
+def _materialise(tmp: str, files: Mapping[str, Callable[[], bytes]]) -> None:
     for path, read in files.items():
         full = os.path.join(tmp, path)
         os.makedirs(os.path.dirname(full), exist_ok=True)

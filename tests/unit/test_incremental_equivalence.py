@@ -160,7 +160,8 @@ class Editor:
     def edit(self) -> str:
         r = self.rng
         kinds = ["add", "add", "change", "change", "rename", "delete", "break", "duplicate",
-                 "crd", "crd-scope", "crd-delete", "widget", "legacy", "secret", "multi"]
+                 "crd", "crd-scope", "crd-delete", "widget", "legacy", "secret", "multi",
+                 "kustomize", "chart"]
         what = r.choice(kinds)
         paths = self._manifests()
         name = f"o{self.n + 1}"
@@ -201,6 +202,22 @@ class Editor:
             self.files[self._new_path()] = samples.configmap("legacy", namespace=r.choice(["old", "shop"]))
         elif what == "secret":
             self.files[self._new_path()] = secret(name)
+        elif what == "kustomize":  # what the build's kustomize plan reads, and which files it covers
+            path = r.choice(["apps/db", "teams/a/b/c", "x"]) + "/kustomization.yaml"
+            if path in self.files and r.random() < 0.4:
+                del self.files[path]
+            else:
+                self.files[path] = r.choice(['resources: ["f1.yaml"]\n', 'resources: ["../../../../out"]\n',
+                                             'resources: ["https://example.com/base"]\n', "bases: [1]\n",
+                                             "resources: [\n"])
+        elif what == "chart":  # what the build's helm plan reads: a dependency not vendored
+            path = r.choice(["charts/app", "apps/web"]) + "/Chart.yaml"
+            if path in self.files and r.random() < 0.3:
+                del self.files[path]
+            else:
+                dep = r.choice(["db", "cache"])
+                self.files[path] = (f"apiVersion: v2\nname: app\nversion: 0.1.{self.n}\ndependencies:\n"
+                                    f"  - {{name: {dep}, version: 1.0.0, repository: https://example.com}}\n")
         else:
             self.files[self._new_path()] = samples.configmap(name) + "---\n" + samples.service(name)
         return what
@@ -223,7 +240,7 @@ def _verdict(b: buildmod.Build, found: policies.Findings) -> tuple[Any, ...]:
             [(m.path, m.line, m.ref) for m in b.manifests], b.files)
 
 
-@pytest.mark.parametrize("seed", [1, 2, 3])
+@pytest.mark.parametrize("seed", [1, 2, 4, 5])
 def test_a_warm_gate_decides_like_a_fresh_one(engine: EmbeddedEngine, seed: int) -> None:
     config = gatemod.GateConfig(timeout=120)
     warm = gatemod.Gate(config, engine=engine, kustomize_bin=None)
@@ -246,7 +263,7 @@ def test_a_warm_gate_decides_like_a_fresh_one(engine: EmbeddedEngine, seed: int)
         assert _verdict(b, found) == _verdict(fb, ffound), (seed, step, done)
         assert b.digest() == buildmod.digest(b.objects)
     # the sequence did what it is meant to: these must have occurred
-    assert {"crd", "crd-scope", "duplicate", "break", "rename"} <= set(done), done
+    assert {"crd", "crd-scope", "duplicate", "break", "rename", "kustomize", "chart"} <= set(done), done
     assert prefetched > 0
 
 
