@@ -198,7 +198,8 @@ def main(argv: Sequence[str] | None = None) -> dict[str, Any]:
         f"client {first_wall:.2f} s; every server worker warm {warm_s:.2f} s after it returned.",
         "",
         f"**first push server time = {first_s:.2f} s** (target <= {TARGET_FIRST:.0f} s: "
-        f"{common.verdict(first_s, TARGET_FIRST)})",
+        f"{common.verdict(first_s, TARGET_FIRST)}); its phases: "
+        + ", ".join(f"{name} {secs:.2f} s" for name, secs in (first.get("phases") or {}).items()),
         "",
         common.table(["seconds", "median", "p50", "p90", "min", "max"], rows),
         "",
