@@ -128,13 +128,21 @@ _RENDER_CACHE_MAX = 256
 class _Readers(Mapping[str, Callable[[], bytes]]):
     """A tree's files (path -> the function that reads it), each function made when asked for:
     a build reads few of thousands (making them all cost more than the rest of a 10-file push's
-    build)."""
+    build). With `noted`, every path whose reader is taken is added to it (what a plan read)."""
 
-    def __init__(self, tree: SourceTree, files: dict[str, Entry]) -> None:
-        self.tree, self.files = tree, files
+    def __init__(self, tree: SourceTree, files: dict[str, Entry], noted: set[str] | None = None) -> None:
+        self.tree, self.files, self.noted = tree, files, noted
+
+    def noting(self, noted: set[str], keep: Callable[[str], bool] | None = None) -> _Readers:
+        """These readers (those whose path `keep` accepts), noting what is read into `noted`."""
+        files = self.files if keep is None else {p: e for p, e in self.files.items() if keep(p)}
+        return _Readers(self.tree, files, noted)
 
     def __getitem__(self, path: str) -> Callable[[], bytes]:
-        return functools.partial(self.tree.read, self.files[path])
+        entry = self.files[path]
+        if self.noted is not None:
+            self.noted.add(path)
+        return functools.partial(self.tree.read, entry)
 
     def __contains__(self, path: object) -> bool:
         return path in self.files
@@ -144,47 +152,6 @@ class _Readers(Mapping[str, Callable[[], bytes]]):
 
     def __len__(self) -> int:
         return len(self.files)
-
-
-class _Subset(Mapping[str, Callable[[], bytes]]):
-    """Some of the paths of other readers."""
-
-    def __init__(self, readers: Mapping[str, Callable[[], bytes]], paths: list[str]) -> None:
-        self.readers, self.paths = readers, dict.fromkeys(paths)
-
-    def __getitem__(self, path: str) -> Callable[[], bytes]:
-        if path not in self.paths:
-            raise KeyError(path)
-        return self.readers[path]
-
-    def __contains__(self, path: object) -> bool:
-        return path in self.paths
-
-    def __iter__(self) -> Iterator[str]:
-        return iter(self.paths)
-
-    def __len__(self) -> int:
-        return len(self.paths)
-
-
-class _Noting(Mapping[str, Callable[[], bytes]]):
-    """Readers that note every path whose reader is taken (what a plan read)."""
-
-    def __init__(self, readers: Mapping[str, Callable[[], bytes]], noted: set[str]) -> None:
-        self.readers, self.noted = readers, noted
-
-    def __getitem__(self, path: str) -> Callable[[], bytes]:
-        self.noted.add(path)
-        return self.readers[path]
-
-    def __contains__(self, path: object) -> bool:
-        return path in self.readers
-
-    def __iter__(self) -> Iterator[str]:
-        return iter(self.readers)
-
-    def __len__(self) -> int:
-        return len(self.readers)
 
 
 class Builder:
@@ -274,7 +241,7 @@ class Builder:
                                           manifests.is_manifest_path(path, cfg.include, cfg.exclude))
         return hit
 
-    def _build(self, readers: Mapping[str, Callable[[], bytes]], keys: dict[str, str],
+    def _build(self, readers: _Readers, keys: dict[str, str],
                problems: list[pv.Violation], deadline: float) -> Build:
         cfg = self.config
 
@@ -378,7 +345,7 @@ class Builder:
             out.append(done)
         return out
 
-    def _plans(self, readers: Mapping[str, Callable[[], bytes]], keys: dict[str, str],
+    def _plans(self, readers: _Readers, keys: dict[str, str],
                ) -> tuple[list[str], kustomize.Plan, helm.Plan]:
         """The tree's paths in order, and its kustomize and helm plans. A plan depends on the
         set of paths, the files it reads and the configuration: when the paths are those of the
@@ -393,11 +360,10 @@ class Builder:
             return self._paths(path)[0]
 
         # Kustomizations in excluded paths are not rendered; rendering still sees every file.
-        kplan = kustomize.plan(_Noting(_Subset(readers, [p for p in readers if selected(p)]), read),
-                               self.config.limits)
+        kplan = kustomize.plan(readers.noting(read, selected), self.config.limits)
         used_charts = {c for k in kplan.roots for c in k.charts} | {
             c for k in _all(kplan) for c in k.charts}
-        hplan = helm.plan(_Noting(readers, read), self.config.limits, configured=self.config.charts,
+        hplan = helm.plan(readers.noting(read), self.config.limits, configured=self.config.charts,
                           default_namespace=self.config.default_namespace,
                           renders=lambda d: (selected(posixpath.join(d, helm.CHART_FILE))
                                              and not kplan.covers(posixpath.join(d, helm.CHART_FILE))
