@@ -81,7 +81,7 @@ class LeaderElector:
                 "renewTime": _now()}
         if lease is None:
             self.cluster.apply({"apiVersion": "v1", "kind": "Namespace",
-                                "metadata": {"name": self.namespace}})
+                                "metadata": {"name": self.namespace}}, timeout=self._timeout)
             fresh = {"apiVersion": "coordination.k8s.io/v1", "kind": "Lease",
                      "metadata": {"name": self.name, "namespace": self.namespace},
                      "spec": {**spec, "acquireTime": _now(), "leaseTransitions": 0}}
