@@ -181,6 +181,9 @@ class Builder:
         # What the last build made of each plain file, by path: (key, None) for a file that is
         # not a manifest, else (key, manifests, their keys, problems). Replaced at each build.
         self._segments: dict[str, tuple[Any, ...]] = {}
+        # Each such file's manifests completed (default namespace) and their identities, by path:
+        # (the segment, the CRD scopes, completed manifests, identities). Replaced at each build.
+        self._finished: dict[str, tuple[Any, ...]] = {}
 
     def build(self, tree: SourceTree, deadline: float | None = None) -> Build:
         deadline = deadline or time.monotonic() + 3600.0
@@ -262,6 +265,8 @@ class Builder:
         out_keys: list[str] = []
         count = 0
         targets: list[str] = []
+        files: list[tuple[str, tuple[Any, ...]]] = []  # (path, segment) of every manifest file
+        crd_objs: list[dict[str, Any]] = []
         # A file's segment (what it adds to the build) depends on its path, its content and the
         # configuration only: an unchanged file's is reused whole, one lookup per file.
         last, segments = self._segments, {}
@@ -281,9 +286,11 @@ class Builder:
             if seg[1] is None:
                 continue
             count += 1
+            files.append((path, seg))
             built.extend(seg[1])
             out_keys.extend(seg[2])
             problems.extend(seg[3])
+            crd_objs.extend(seg[4])
         self._segments = segments
         api_versions = apiversions.for_render(cfg.kubernetes_version, (m.obj for m in built)) \
             if hplan.releases or used_charts else []
@@ -301,7 +308,7 @@ class Builder:
             _check_deadline(deadline)
             count += 1
             ms, ps = self._helm(release, hplan, readers, keys, deadline, api_versions)
-            namespaces.update((len(built) + len(rendered) + i, release.namespace) for i in range(len(ms)))
+            namespaces.update((len(rendered) + i, release.namespace) for i in range(len(ms)))
             rendered.extend(ms)
             problems.extend(ps)
         if targets:
@@ -310,23 +317,40 @@ class Builder:
             ms, ps = self._jsonnet(targets, readers, deadline)
             rendered.extend(ms)
             problems.extend(ps)
-        built.extend(rendered)
         out_keys.extend("" for _ in rendered)
-        built = self._complete(built, namespaces, out_keys)
+        # crd_scopes looks at CRDs only; the kind test first spares it every other object
+        crds = scopes.crd_scopes([*crd_objs, *(m.obj for m in rendered
+                                               if m.obj.get("kind") == "CustomResourceDefinition")])
+        scope = tuple(sorted(crds.items()))
+        # A file's completed manifests and identities hold while its segment and the scopes do.
+        last, finished = self._finished, {}
+        done: list[manifests.Manifest] = []
+        idents: list[_Identity] = []
+        for path, seg in files:
+            hit = last.get(path)
+            if hit is None or hit[0] is not seg or hit[1] != scope:
+                ms = self._complete(seg[1], {}, seg[2], crds, scope)
+                hit = (seg, scope, ms, self._identities(ms, seg[2]))
+            if path in segments:
+                finished[path] = hit
+            done.extend(hit[2])
+            idents.extend(hit[3])
+        self._finished = finished
+        ms = self._complete(rendered, namespaces, None, crds, scope)
+        done.extend(ms)
+        idents.extend(self._identities(ms, ["" for _ in ms]))
         # find_duplicates reads only what an _Identity holds (path, line, name, key, ref)
-        problems.extend(manifests.find_duplicates(
-            cast("list[manifests.Manifest]", self._identities(built, out_keys))))
-        return Build(built, problems, count, out_keys)
+        problems.extend(manifests.find_duplicates(cast("list[manifests.Manifest]", idents)))
+        return Build(done, problems, count, out_keys)
 
     def _complete(self, built: list[manifests.Manifest], namespaces: dict[int, str],
-                  keys: list[str] | None = None) -> list[manifests.Manifest]:
+                  keys: list[str] | None, crds: dict[tuple[str, str], bool], scope: tuple[Any, ...],
+                  ) -> list[manifests.Manifest]:
         """Namespaced objects that name no namespace get the configured default one (or their
         chart's release namespace). For a manifest read from a file (a key in `keys`) the answer
         is remembered while the file and the tree's CRD scopes are unchanged: the same manifest
-        comes back, so what is cached per manifest downstream (digest, duplicates) stays valid."""
-        # crd_scopes looks at CRDs only; the kind test first spares it every other object
-        crds = scopes.crd_scopes(m.obj for m in built if m.obj.get("kind") == "CustomResourceDefinition")
-        scope = tuple(sorted(crds.items()))
+        comes back, so what is cached per manifest downstream (digest, duplicates) stays valid.
+        `crds` are the tree's CRD scopes (`scope` the same, sorted)."""
         cache = self._completed
         if len(cache) > _CANONICAL_MAX:
             cache.clear()
@@ -382,7 +406,8 @@ class Builder:
         result = self._load(key, path, read)
         n = len(result.manifests)
         keys = [f"{key}#{i}" if key else "" for i in range(n)]
-        return (key, result.manifests, keys, result.problems)
+        crds = tuple(m.obj for m in result.manifests if m.obj.get("kind") == "CustomResourceDefinition")
+        return (key, result.manifests, keys, result.problems, crds)
 
     def _load(self, key: str, path: str, read: Callable[[], bytes]) -> manifests.LoadResult:
         cache_key = f"{key}:{path}" if key else ""
