@@ -149,7 +149,11 @@ class Cluster:
             return found
         try:
             with self._lock:
-                found = self.dyn.resources.get(api_version=api_version, kind=kind)
+                # The prefix keeps a core kind's search out of every other group: without it the
+                # client looks through each group that has a "v1" and fails the whole lookup on
+                # one whose resources answer 404 (a CRD deleted since discovery was read).
+                found = self.dyn.resources.get(prefix="apis" if "/" in api_version else "api",
+                                               api_version=api_version, kind=kind)
                 self._resources[(api_version, kind)] = found
                 return found
         except Exception as e:

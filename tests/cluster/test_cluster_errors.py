@@ -113,9 +113,9 @@ def test_found_kinds_are_remembered_until_discovery_is_invalidated(cluster: Clus
     asked: list[tuple[str, str]] = []
     real = cluster.dyn.resources.get
 
-    def counting(*, api_version: str, kind: str) -> Any:
+    def counting(*, prefix: str, api_version: str, kind: str) -> Any:
         asked.append((api_version, kind))
-        return real(api_version=api_version, kind=kind)
+        return real(prefix=prefix, api_version=api_version, kind=kind)
 
     cluster.dyn.resources.get = counting
     first = cluster.resource("v1", "ConfigMap")
@@ -128,3 +128,23 @@ def test_found_kinds_are_remembered_until_discovery_is_invalidated(cluster: Clus
     cluster.invalidate_discovery()
     assert cluster.resource("v1", "ConfigMap").kind == "ConfigMap"
     assert asked.count(("v1", "ConfigMap")) == 2
+
+
+def test_a_core_kinds_lookup_reads_no_other_groups_resources(cluster: Cluster) -> None:
+    """A lookup of "v1" once searched every group that has a "v1" version, loading each one's
+    resources: one answering 404 (a CRD deleted since discovery was read) failed the lookup of
+    ConfigMap itself (seen in CI as "no resource type" for a ConfigMap)."""
+    read: list[tuple[str, str, str]] = []
+    real = cluster.dyn.resources.get_resources_for_api_version
+
+    def recording(prefix: str, group: str, version: str, preferred: bool) -> Any:
+        read.append((prefix, group, version))
+        return real(prefix, group, version, preferred)
+
+    cluster.dyn.resources.get_resources_for_api_version = recording
+    cluster.invalidate_discovery()
+    assert cluster.resource("v1", "ConfigMap").kind == "ConfigMap"
+    assert read and {prefix for prefix, _, _ in read} == {"api"}, read
+    read.clear()
+    assert cluster.resource("apps/v1", "Deployment").kind == "Deployment"
+    assert {(prefix, group) for prefix, group, _ in read} == {("apis", "apps")}, read
