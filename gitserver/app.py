@@ -148,7 +148,7 @@ def _upload_factory(backend: _Backend, args: Sequence[Any], proto: Any,
                                         advertise_refs=advertise_refs)
     if stateless_rpc and not advertise_refs:
         repo: Any = handler.repo
-        repo.extra_tips = repos.recent_tips(repo.path)
+        repo.stateless = True
     return handler
 
 

@@ -188,16 +188,24 @@ def recent_tips(path: str) -> dict[bytes, bytes]:
 
 
 class ServedRepo(Repo):
-    """A repository as served to one request; `extra_tips` widens the want check only."""
+    """A repository as served to one request; with `stateless` (the second request of a fetch
+    over HTTP), its former tips widen the want check, never the advertisement."""
 
-    extra_tips: dict[bytes, bytes] = {}  # noqa: RUF012 - replaced per instance, never mutated
+    stateless = False
+
+    def former_tips(self) -> dict[bytes, bytes]:
+        """The former tips a stateless request's wants may name besides the refs; read after
+        the refs, never before: a tip is remembered before its ref moves (`commit`), so a tip
+        the client saw is in one or the other. Read the other way round (or once, when the
+        request began), a push landing between the two reads made a fetch's want invalid."""
+        return recent_tips(self.path) if self.stateless else {}
 
     def find_missing_objects(self, determine_wants: Any, *args: Any, **kwargs: Any) -> Any:
-        if self.extra_tips:
-            inner, extra = determine_wants, self.extra_tips
+        if self.stateless:
+            inner = determine_wants
 
             def determine_wants(refs: Any, depth: Any = None) -> Any:
-                return inner({**extra, **refs}, depth)
+                return inner({**self.former_tips(), **refs}, depth)  # refs read first
 
         return super().find_missing_objects(determine_wants, *args, **kwargs)
 

@@ -16,7 +16,7 @@ from typing import Any
 from dulwich.protocol import CAPABILITY_NO_DONE, CAPABILITY_OFS_DELTA, CAPABILITY_SIDE_BAND_64K
 from dulwich.server import UploadPackHandler, _ProtocolGraphWalker
 
-from gitserver import objectwalk, packstream
+from gitserver import objectwalk, packstream, repos
 
 # The largest side-band-64k payload: a 65520-byte pkt-line less its 4-byte length and channel.
 SIDEBAND_PAYLOAD = 65515
@@ -110,9 +110,10 @@ class BufferedUploadPackHandler(UploadPackHandler):
 
         store = self.repo.object_store
         refs = {ref: sha for ref, sha in self.repo.get_refs().items() if sha in store}
-        # Former tips too (repos.ServedRepo): the client may want what a ref pointed at when
-        # it read the refs, before a push moved it.
-        wants = determine_wants({**getattr(self.repo, "extra_tips", {}), **refs}, None)
+        # Former tips too, read after the refs (repos.ServedRepo): the client may want what a
+        # ref pointed at when it read the refs, before a push moved it.
+        tips = self.repo.former_tips() if isinstance(self.repo, repos.ServedRepo) else {}
+        wants = determine_wants({**tips, **refs}, None)
         shallow = set(getattr(graph_walker, "shallow", set()))
         unshallow = set(getattr(graph_walker, "unshallow", set()))
         if not wants:

@@ -77,7 +77,7 @@ def test_small_packs_are_merged_and_nothing_changes_for_clients(git: Git, server
         stop.set()
         for t in readers:
             t.join(timeout=60)
-    assert not failures, failures[:3]
+    assert not failures, (failures[:3], server.log()[-4000:])
     # never more than one merge's worth of packs at a time
     assert most <= consolidate.TRIGGER + 2, most
     assert server.fsck().returncode == 0
