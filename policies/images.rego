@@ -11,31 +11,27 @@ import data.pushgate.lib.k8s
 deny contains {"msg": msg, "field": field} if {
 	some c in k8s.all_containers
 	image := image_of(c)
+	why := problem(image)
+	field := concat("", [c.field, ".image"])
+	msg := concat("", [c.desc, " uses ", why])
+}
+
+# What is wrong with an image reference, if anything (at most one of these holds).
+problem(image) := concat("", ["image \"", k8s.safe(image), "\": pin a version tag or digest instead of latest"]) if {
 	not contains(image, "@")
 	tag(image) == "latest"
-	field := concat("", [c.field, ".image"])
-	msg := concat("", [c.desc, " uses image \"", k8s.safe(image), "\": pin a version tag or digest instead of latest"])
 }
 
-deny contains {"msg": msg, "field": field} if {
-	some c in k8s.all_containers
-	image := image_of(c)
+problem(image) := concat("", ["untagged image \"", k8s.safe(image), "\" (which means latest): pin a version tag or digest"]) if {
 	not contains(image, "@")
 	not tagged(image)
-	field := concat("", [c.field, ".image"])
-	msg := concat("", [c.desc, " uses untagged image \"", k8s.safe(image), "\" (which means latest): pin a version tag or digest"])
 }
 
-deny contains {"msg": msg, "field": field} if {
-	some c in k8s.all_containers
-	image := image_of(c)
+problem(image) := concat("", ["image \"", k8s.safe(image), "\" with a malformed digest: pin a version tag or a full @sha256:<64 hex> digest"]) if {
 	contains(image, "@")
 	not valid_digest(image)
-	field := concat("", [c.field, ".image"])
-	msg := concat("", [c.desc, " uses image \"", k8s.safe(image), "\" with a malformed digest: pin a version tag or a full @sha256:<64 hex> digest"])
 }
 
-# The container's image when it is a non-empty string (a missing image is the schema's business).
 image_of(c) := image if {
 	image := c.container.image
 	is_string(image)

@@ -173,6 +173,33 @@ def other_cases() -> Iterator[Case]:
                                            spec={"nfs": {"server": "nfs", "path": "/"}}), frozenset())
     yield Case("PersistentVolume/hostPath", obj("PersistentVolume", namespace=None,
                                                 spec={"hostPath": {"path": "/srv"}}), frozenset({"security"}))
+    # Malformed shapes (the schema check reports them): the helpers find no pod spec, or skip
+    # what is not a container or volume, the same way in both engines.
+    def deployment(spec: Any) -> dict[str, Any]:
+        obj = workload("Deployment", {"containers": [container()]})
+        obj["spec"]["template"]["spec"] = spec
+        return obj
+
+    bad = workload("Deployment", {"containers": [container()]})
+    bad["spec"]["template"] = "x"
+    yield Case("Deployment/template-a-string", bad, frozenset())
+    yield Case("Deployment/pod-spec-an-array", deployment([{"containers": []}]), frozenset())
+    yield Case("Deployment/containers-a-string", deployment({"containers": "web"}), frozenset())
+    yield Case("Deployment/containers-an-object", deployment({"containers": {"web": container()}}),
+               frozenset())
+    yield Case("Deployment/non-object-container",
+               deployment({"containers": ["web", {"name": "w", "image": "nginx"}]}),
+               frozenset({"images", "resources"}))
+    yield Case("Deployment/volumes-an-object",
+               deployment({"containers": [container()], "volumes": {"h": {"hostPath": {}}}}), frozenset())
+    yield Case("Deployment/non-object-volume",
+               deployment({"containers": [container()], "volumes": ["h", {"name": "h", "hostPath": {}}]}),
+               frozenset({"security"}))
+    yield Case("Pod/spec-a-string", {**workload("Pod", {"containers": [container()]}), "spec": "x"},
+               frozenset())
+    cron = workload("CronJob", {"containers": [container(image="nginx")]})
+    cron["spec"]["jobTemplate"] = [cron["spec"]["jobTemplate"]]
+    yield Case("CronJob/job-template-an-array", cron, frozenset())
     yield Case("ReplicationController/latest",  # has a pod spec but is not a "workload" for labels
                {**workload("ReplicaSet", {"containers": [container(image="nginx:latest")]}),
                 "kind": "ReplicationController", "apiVersion": "v1"}, frozenset({"images"}))

@@ -14,17 +14,28 @@
 # - no `some k, v in xs` inside a comprehension (regopy cannot parse it): use it in rule bodies;
 # - no `if every ...` without braces;
 # - never `not f(input.missing)`: OPA says undefined, regopy says true. Test in a helper rule;
-# - no `with` outside *_test.rego.
+# - no `with` outside *_test.rego;
+# - regopy builds every rule's value again for each object it decides, and a set (a literal or a
+#   partial rule) costs far more to build than an array (23 kinds: ~0.2 ms against ~0.02): the
+#   helpers below test membership in arrays, read the pod spec by direct references and list
+#   containers and volumes as arrays (bench/RESULTS.md, gate_full). The sets stay for policies
+#   that use them.
 package pushgate.lib.k8s
 
 # Kinds that run pods, and so must carry the app.kubernetes.io/name label.
-workload_kinds := {"Deployment", "StatefulSet", "DaemonSet", "Job", "CronJob", "ReplicaSet", "Pod"}
+workload_kinds := {k | some k in workload_kind_list}
+
+workload_kind_list := ["Deployment", "StatefulSet", "DaemonSet", "Job", "CronJob", "ReplicaSet", "Pod"]
 
 # Kinds whose pod spec is at spec.template.spec.
-template_kinds := {"Deployment", "StatefulSet", "DaemonSet", "ReplicaSet", "Job", "ReplicationController"}
+template_kinds := {k | some k in template_kind_list}
+
+template_kind_list := ["Deployment", "StatefulSet", "DaemonSet", "ReplicaSet", "Job", "ReplicationController"]
 
 # Cluster-scoped built-in kinds: they have no metadata.namespace. The single list of them.
-cluster_scoped_kinds := {
+cluster_scoped_kinds := {k | some k in cluster_scoped_kind_list}
+
+cluster_scoped_kind_list := [
 	"APIService",
 	"CertificateSigningRequest",
 	"ClusterRole",
@@ -48,7 +59,7 @@ cluster_scoped_kinds := {
 	"ValidatingAdmissionPolicyBinding",
 	"ValidatingWebhookConfiguration",
 	"VolumeAttachment",
-}
+]
 
 # The container lists of a pod spec, and how a message names one of their containers.
 container_types := {
@@ -60,14 +71,14 @@ container_types := {
 # The object's kind, when it has one.
 kind := input.kind if is_string(input.kind)
 
-is_workload if workload_kinds[kind]
+is_workload if kind in workload_kind_list
 
-is_cluster_scoped if cluster_scoped_kinds[kind]
+is_cluster_scoped if kind in cluster_scoped_kind_list
 
 # Dotted path of the pod spec inside the object.
 pod_spec_path := "spec" if kind == "Pod"
 
-pod_spec_path := "spec.template.spec" if template_kinds[kind]
+pod_spec_path := "spec.template.spec" if kind in template_kind_list
 
 pod_spec_path := "spec.jobTemplate.spec.template.spec" if kind == "CronJob"
 
@@ -75,18 +86,38 @@ pod_spec_path := "template.spec" if kind == "PodTemplate"
 
 # The pod spec itself (an object), for every kind that has one.
 pod_spec := spec if {
-	spec := object.get(input, split(pod_spec_path, "."), null)
+	kind == "Pod"
+	spec := input.spec
 	is_object(spec)
 }
 
-# Every container of the pod spec (containers, initContainers and ephemeralContainers), as
+pod_spec := spec if {
+	kind in template_kind_list
+	spec := input.spec.template.spec
+	is_object(spec)
+}
+
+pod_spec := spec if {
+	kind == "CronJob"
+	spec := input.spec.jobTemplate.spec.template.spec
+	is_object(spec)
+}
+
+pod_spec := spec if {
+	kind == "PodTemplate"
+	spec := input.template.spec
+	is_object(spec)
+}
+
+# Every container of the pod spec (containers, initContainers and ephemeralContainers): an
+# array of
 #   {"container": <the container object>, "type": "containers" | "initContainers" | ...,
 #    "name": "<display name>", "desc": "container \"web\"", "field": "spec.containers[0]"}
-all_containers contains entry if {
-	some type, label in container_types
+all_containers := [entry |
+	label := container_types[type]
 	list := pod_spec[type]
 	is_array(list)
-	some i, c in list
+	c := list[i]
 	is_object(c)
 	name := container_name(c, i)
 	entry := {
@@ -96,13 +127,10 @@ all_containers contains entry if {
 		"desc": concat("", [label, " \"", name, "\""]),
 		"field": sprintf("%s.%s[%d]", [pod_spec_path, type, i]),
 	}
-}
+]
 
 # The containers that run with resources: containers and initContainers (not ephemeral ones).
-containers contains entry if {
-	some entry in all_containers
-	entry.type != "ephemeralContainers"
-}
+containers := [entry | entry := all_containers[_]; entry.type != "ephemeralContainers"]
 
 # A container's name, or "#<index>" when it has none (the schema check reports that separately).
 container_name(c, _) := safe(c.name) if has_name(c)
@@ -115,18 +143,19 @@ has_name(x) if {
 	x.name != ""
 }
 
-# The object's pod-spec volumes, as {"volume": <volume>, "name": "<name>", "field": "<path>"}.
-volumes contains entry if {
+# The object's pod-spec volumes: an array of
+#   {"volume": <the volume object>, "name": "<name>", "field": "<path>"}.
+volumes := [entry |
 	list := pod_spec.volumes
 	is_array(list)
-	some i, v in list
+	v := list[i]
 	is_object(v)
 	entry := {
 		"volume": v,
 		"name": volume_name(v, i),
 		"field": sprintf("%s.volumes[%d]", [pod_spec_path, i]),
 	}
-}
+]
 
 volume_name(v, _) := safe(v.name) if has_name(v)
 
