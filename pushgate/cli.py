@@ -255,7 +255,8 @@ def _config(args: argparse.Namespace, base: configmod.Config | None = None) -> c
 
 
 def _serve(args: argparse.Namespace) -> int:
-    from gitserver import app, repos, settings, wsgi
+    # Not gitserver.app: gunicorn's master only forks workers, each builds its own app.
+    from gitserver import settings, wsgi
 
     cfg = _config(args)
     attach = bool(args.kubeconfig or args.in_cluster)
@@ -284,14 +285,14 @@ def _serve(args: argparse.Namespace) -> int:
     users = auth.load_users(s.users_file)
     _check_automation(cfg, users)
     _check_notifications(cfg)
-    if args.kubeconfig:
-        if not os.path.isfile(args.kubeconfig):
-            raise _ConfigExit(f"--kubeconfig {args.kubeconfig} does not exist")
-        _check_kubeconfig(args.kubeconfig)
+    if args.kubeconfig and not os.path.isfile(args.kubeconfig):
+        raise _ConfigExit(f"--kubeconfig {args.kubeconfig} does not exist")
     _check_port(s.listen)
     observe.reset(s.data_dir)
-    # Build once in the master (repository recovery included) before any worker forks.
-    app.create_app(s).close()
+    # Build once (repository recovery included) before any worker forks.
+    code = _in_child(lambda: _build_once(s, args.kubeconfig))
+    if code != 0:
+        return code
     # The one configuration the reconciler (and `validate --data-dir`) will build with.
     configmod.persist(s.data_dir, cfg)
     host, port = s.host_port
@@ -326,7 +327,7 @@ def _serve(args: argparse.Namespace) -> int:
         automation = subprocess.Popen(argv)
     print(f"pushgate: policies by GitOps (admin pushes) at http://{host}:{port}/{datadir.POLICY_REPO}",
           file=sys.stderr, flush=True)
-    print(f"pushgate: serving {s.data_dir} on http://{host}:{port}/{repos.DEFAULT_REPO}",
+    print(f"pushgate: serving {s.data_dir} on http://{host}:{port}/{datadir.REPO}",
           file=sys.stderr, flush=True)
     # The public port is the buffering front's; gunicorn listens on a private Unix socket.
     import subprocess
@@ -337,7 +338,7 @@ def _serve(args: argparse.Namespace) -> int:
                               f"--idle-timeout={s.body_timeout}",
                               f"--max-backend={s.workers * s.threads}"])
     try:
-        wsgi.serve(s, lambda: app.create_app(s), bind=f"unix:{backend}")
+        wsgi.serve(s, lambda: _app(s), bind=f"unix:{backend}")
     finally:
         for child in (front, reconciler, automation):
             if child is not None:
@@ -347,6 +348,43 @@ def _serve(args: argparse.Namespace) -> int:
                 except subprocess.TimeoutExpired:
                     child.kill()
     return 0
+
+
+def _app(s: Any) -> Any:
+    from gitserver import app
+
+    return app.create_app(s)
+
+
+def _build_once(s: Any, kubeconfig: str | None) -> None:
+    if kubeconfig:
+        _check_kubeconfig(kubeconfig)
+    _app(s).close()
+
+
+def _in_child(work: Any) -> int:
+    """`work()` in a forked child; its exit code (a ConfigError printed as `main` prints one).
+    What it imports and loads (the app, dulwich, flask, the schemas, the kubernetes client: 25-60
+    MB) then never enters gunicorn's master, which only forks the workers (bench/RESULTS.md, rss)."""
+    sys.stdout.flush()
+    sys.stderr.flush()
+    pid = os.fork()
+    if pid == 0:
+        code = 1
+        try:
+            work()
+            code = 0
+        except (configmod.ConfigError, _ConfigExit) as e:
+            print(f"pushgate: {e}", file=sys.stderr)
+            code = EXIT_CONFIG
+        except BaseException:
+            logging.getLogger("pushgate.serve").exception("pushgate serve could not start")
+        finally:
+            sys.stdout.flush()
+            sys.stderr.flush()
+            os._exit(code)
+    _, status = os.waitpid(pid, 0)
+    return os.waitstatus_to_exitcode(status) if os.WIFEXITED(status) else 1
 
 
 def _check_automation(cfg: configmod.Config, users: dict[str, Any]) -> None:
