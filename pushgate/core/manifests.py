@@ -87,7 +87,7 @@ class Manifest:
         span, i = self.span, 0
         while i < len(parts):
             for j in range(i + 1, len(parts) + 1):
-                child = span.children.get(".".join(parts[i:j]))
+                child = span.child(".".join(parts[i:j]))
                 if child is not None:
                     span, i = child, j
                     break
@@ -183,7 +183,7 @@ def _expand(
     """The objects of a document: itself, or the items of a List or of a top-level JSON array."""
     value, span = document.value, document.span
     if isinstance(value, dict) and _is_list(value):
-        items, items_span = value.get("items"), span.children.get("items", span)
+        items, items_span = value.get("items"), span.child("items") or span
         if not isinstance(items, list):
             message = f'"items" of a {_text(value.get("kind"))} must be a list'
             problems.append(violations.error(path, items_span.line, "", "manifest", message))
@@ -192,7 +192,8 @@ def _expand(
         items, items_span = value, span
     else:
         return [(value, span)]
-    return [(item, items_span.children[str(i)]) for i, item in enumerate(items)]
+    spans = items_span.children
+    return [(item, spans[str(i)]) for i, item in enumerate(items)]
 
 
 def _is_list(obj: dict[str, Any]) -> bool:

@@ -17,6 +17,7 @@ import re
 from bisect import bisect_right
 from collections.abc import Iterator, Mapping
 from dataclasses import dataclass
+from sys import intern
 from typing import Any, NoReturn, TypeAlias
 
 import yaml
@@ -33,13 +34,53 @@ _KEY_TYPES = {_TAG + "bool": "a boolean", _TAG + "int": "a number", _NULL: "null
 
 @dataclass(frozen=True, slots=True)
 class Span:
-    """The line a value starts on, and the spans of its fields (list items keyed "0", "1", ...)."""
+    """The line a value starts on, and the spans of its fields (list items keyed "0", "1", ...).
+
+    Compact, because every cached manifest holds one per value (~30 per object, half of a worker's
+    cache in dicts and objects: bench/RESULTS.md, rss): `fields` is one tuple of key, child, key,
+    child, ..., where a child is a Span, or just its line (an int) when it has no fields."""
 
     line: int
-    children: Mapping[str, Span]
+    fields: tuple[Any, ...] = ()
+
+    def child(self, key: str) -> Span | None:
+        fields = self.fields
+        for i in range(0, len(fields), 2):
+            if fields[i] == key:
+                found = fields[i + 1]
+                return found if type(found) is Span else Span(found)
+        return None
+
+    @property
+    def children(self) -> Mapping[str, Span]:
+        fields = self.fields
+        return {fields[i]: _whole(fields[i + 1]) for i in range(0, len(fields), 2)}
 
 
-_LEAF: Mapping[str, Span] = {}  # shared by every scalar; never mutated
+Lines: TypeAlias = "Span | int"  # a value's span while parsing: an int when it has no fields
+
+
+def _span(line: int, spans: dict[str, Lines]) -> Lines:
+    """The compact span of a value with these field spans (unique keys: a dict's)."""
+    return Span(line, tuple(x for item in spans.items() for x in item)) if spans else line
+
+
+def _keyed(key_line: int, value: Lines) -> Lines:
+    """A field's span: its key's line, its value's fields."""
+    return key_line if type(value) is int else Span(key_line, value.fields)  # type: ignore[union-attr]
+
+
+_INTERN_LEN = 24  # characters: short values recur across manifests ("v1", "TCP", "100m")
+_INDEXES = tuple(str(i) for i in range(256))
+
+
+def _index(i: int) -> str:
+    """A list item's key in its span: one string per index, not one per item."""
+    return _INDEXES[i] if i < 256 else str(i)
+
+
+def _whole(value: Lines) -> Span:
+    return value if type(value) is Span else Span(value)  # type: ignore[arg-type]
 
 
 @dataclass(frozen=True, slots=True)
@@ -230,11 +271,12 @@ class _Composer:
         self.problems.append(violations.error(self.path, _line(node), "", rule, message))
 
 
-def _materialise(composer: _Composer, node: Node) -> tuple[Any, Span]:
+def _materialise(composer: _Composer, node: Node) -> tuple[Any, Lines]:
     """The JSON value of a node (a fresh tree: aliases are copied), and its spans."""
     loader = composer.loader
     if type(node) is ScalarNode and node.tag == _STR:  # what SafeConstructor makes of it
-        return node.value, Span(_line(node), _LEAF)
+        value = node.value
+        return (intern(value) if len(value) <= _INTERN_LEN else value), _line(node)
     if isinstance(node, ScalarNode) and node.tag in _SCALARS:
         try:
             value = type(loader).yaml_constructors[node.tag](loader, node)
@@ -243,28 +285,29 @@ def _materialise(composer: _Composer, node: Node) -> tuple[Any, Span]:
             composer.problem(node, "yaml.value", message)
         if isinstance(value, float) and not math.isfinite(value):
             composer.problem(node, "yaml.value", f"{node.value} is not a number JSON can hold")
-        return value, Span(_line(node), _LEAF)
-    spans: dict[str, Span] = {}
+        return value, _line(node)
+    spans: dict[str, Lines] = {}
     if isinstance(node, SequenceNode) and node.tag == _SEQ:
         items: list[Any] = []
         for i, child in enumerate(node.value):
-            value, spans[str(i)] = _materialise(composer, child)
+            value, spans[_index(i)] = _materialise(composer, child)
             items.append(value)
-        return items, Span(_line(node), spans)
+        return items, _span(_line(node), spans)
     if isinstance(node, MappingNode) and node.tag == _MAP:
         try:
             loader.flatten_mapping(node)  # `<<` merges; explicit keys win over merged ones
         except yaml.MarkedYAMLError as e:
             composer.problem(node, "yaml", e.problem or "bad merge")
-            return None, Span(_line(node), _LEAF)
+            return None, _line(node)
         fields: dict[str, Any] = {}
         for key, child in node.value:
-            fields[key.value], span = _materialise(composer, child)
-            spans[key.value] = Span(_line(key), span.children)
-        return fields, Span(_line(node), spans)
+            name = intern(key.value)  # one string per distinct key, not one per manifest
+            fields[name], span = _materialise(composer, child)
+            spans[name] = _keyed(_line(key), span)
+        return fields, _span(_line(node), spans)
     message = f"tag {_short(node.tag)} is not allowed on a {_kind(node)}: objects are plain JSON"
     composer.problem(node, "yaml.tag", message)
-    return None, Span(_line(node), _LEAF)
+    return None, _line(node)
 
 
 def _short(tag: str) -> str:
@@ -307,7 +350,7 @@ def parse_yaml(
                 continue  # bad keys: the value would hold non-strings or hide a duplicate
             value, span = _materialise(composer, node)
             if len(problems) == before:
-                documents.append(Document(index, value, span))
+                documents.append(Document(index, value, _whole(span)))
     except _Stop as e:
         problems.append(violations.error(path, e.line, "", e.rule, e.message))
     except yaml.YAMLError as e:
@@ -355,7 +398,7 @@ class _JsonParser:
         self.pos = _JSON_WS.match(self.text, self.pos).end()  # type: ignore[union-attr]
         return self.text[self.pos : self.pos + 1]
 
-    def value(self, depth: int) -> tuple[Any, Span]:
+    def value(self, depth: int) -> tuple[Any, Lines]:
         first, line = self.skip(), bisect_right(self.line_starts, self.pos)
         if first in ("{", "["):
             if depth >= self.max_depth:
@@ -371,27 +414,27 @@ class _JsonParser:
             self.fail(str(e))
         if isinstance(value, float) and not math.isfinite(value):  # 1e999
             self.problem(line, "json.value", "number out of range")
-        return value, Span(line, _LEAF)
+        return value, line
 
-    def field(self, fields: dict[str, Any], spans: dict[str, Span], depth: int) -> None:
+    def field(self, fields: dict[str, Any], spans: dict[str, Lines], depth: int) -> None:
         if self.skip() != '"':
             self.fail("Expecting property name enclosed in double quotes")
-        key, key_span = self.value(depth)
+        key, key_line = self.value(depth)
         if self.skip() != ":":
             self.fail("Expecting ':' delimiter")
         self.pos += 1
         fields[key], span = self.value(depth)
         if key in spans:
-            message = f'duplicate key "{key}" (first at line {spans[key].line})'
-            self.problem(key_span.line, "json.duplicate-key", message)
+            message = f'duplicate key "{key}" (first at line {_whole(spans[key]).line})'
+            self.problem(_whole(key_line).line, "json.duplicate-key", message)
         else:
-            spans[key] = Span(key_span.line, span.children)
+            spans[key] = _keyed(_whole(key_line).line, span)
 
-    def collection(self, is_object: bool, line: int, depth: int) -> tuple[Any, Span]:
+    def collection(self, is_object: bool, line: int, depth: int) -> tuple[Any, Lines]:
         close = "}" if is_object else "]"
         fields: dict[str, Any] = {}
         items: list[Any] = []
-        spans: dict[str, Span] = {}
+        spans: dict[str, Lines] = {}
         while self.skip() != close or items or fields:  # only an empty one may close at once
             if is_object:
                 self.field(fields, spans, depth)
@@ -404,7 +447,7 @@ class _JsonParser:
                 break
             self.pos += 1
         self.pos += 1
-        return (fields if is_object else items), Span(line, spans)
+        return (fields if is_object else items), _span(line, spans)
 
 
 def parse_json(path: str, text: str, *, max_depth: int) -> Parsed:
@@ -420,4 +463,4 @@ def parse_json(path: str, text: str, *, max_depth: int) -> Parsed:
         return Parsed([], [*parser.problems, violations.error(path, e.line, "", e.rule, e.message)])
     except RecursionError:  # only with a max_depth far above the default
         return Parsed([], [violations.error(path, 0, "", "json.limits", "nesting too deep")])
-    return Parsed([] if parser.problems else [Document(0, value, span)], parser.problems)
+    return Parsed([] if parser.problems else [Document(0, value, _whole(span))], parser.problems)

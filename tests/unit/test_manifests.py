@@ -93,6 +93,26 @@ def test_line_of_a_field(dotted: str, line: int) -> None:
     assert m.line_of(dotted) == line
 
 
+@both_parsers
+def test_spans_are_compact_and_keys_shared() -> None:
+    """Every cached manifest holds its spans: a scalar's is only its line (an int), a field
+    list one tuple, and keys, list indexes and short values are one string per distinct text
+    (bench/RESULTS.md, rss). Lines stay exact, beyond 256 list items and for merged keys."""
+    text = ("apiVersion: v1\nkind: ConfigMap\nmetadata:\n  name: x\n  labels: &l {app: web}\n"
+            "  annotations:\n    <<: *l\n    app: db\ndata:\n  items:\n"
+            + "".join(f"  - v{i}\n" for i in range(300)))
+    a, b = (load(text, path=f"{n}.yaml").manifests[0] for n in "ab")
+    assert a.span is not None and b.span is not None
+    assert a.span.fields[:2] == ("apiVersion", 1)  # a scalar's span: its line
+    assert all(x is y for x, y in zip(a.span.fields[::2], b.span.fields[::2], strict=True))
+    assert a.obj["metadata"]["labels"]["app"] is b.obj["metadata"]["labels"]["app"]
+    assert a.line_of("data.items.0") == 11 and a.line_of("data.items.299") == 310
+    assert a.line_of("data.items.300") == 10  # missing: its list
+    assert a.line_of("metadata.annotations.app") == 8  # the explicit key wins over the merged one
+    assert a.obj["metadata"]["annotations"] == {"app": "db"}
+    assert a.span.children["metadata"].children["labels"].line == 5
+
+
 def test_line_of_without_a_span_is_the_object_line() -> None:
     m = manifests.Manifest("x.yaml", 7, 0, {"kind": "ConfigMap"})
     assert m.line_of("metadata.name") == 7
