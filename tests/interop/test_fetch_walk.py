@@ -124,3 +124,8 @@ def test_a_tip_removed_on_purpose_is_never_served(git: Git, server: Server, tmp_
                                     {"Content-Type": "application/x-git-upload-pack-request"},
                                     user="reader")
     assert b"PACK" not in out, out[:200]
+    # Told why in the line C git sends (git prints "remote error: upload-pack: not our ref
+    # ..."), not left with a hang-up. (A stock client asks for an unadvertised id only when a
+    # push force-moved the branch between its two requests: it refuses to ask otherwise.)
+    line = b"ERR upload-pack: not our ref " + mistake.encode() + b"\n"
+    assert out == b"%04x" % (len(line) + 4) + line, out[:200]
