@@ -23,10 +23,11 @@ def missing_objects(store: Any, main: Any, tip: bytes) -> bytes | None:
     tree is walked next to its first parent's: an entry the parent has at the same path is
     checked by the parent's own walk (or is in the repository, if the parent is), so a push that
     changes 10 files of 10,000 looks up tens of objects, not every entry of the trees it touches."""
-    todo: list[tuple[bytes, bytes | None]] = [(tip, None)]  # (object, the parent's tree there)
+    # (object, the parent's tree there, named a file by its tree: only its presence matters)
+    todo: list[tuple[bytes, bytes | None, bool]] = [(tip, None, False)]
     seen: set[bytes] = set()
     while todo:
-        sha, base = todo.pop()
+        sha, base, is_file = todo.pop()
         if sha in seen:
             continue
         seen.add(sha)
@@ -34,22 +35,25 @@ def missing_objects(store: Any, main: Any, tip: bytes) -> bytes | None:
             continue
         if sha not in store:
             return sha
+        if is_file:
+            continue  # as git's rev-list --objects: a blob is looked up, never read
         obj = store[sha]
         if isinstance(obj, Commit):
-            todo.extend((p, None) for p in obj.parents)
-            todo.append((obj.tree, _tree_of(store, obj.parents[0]) if obj.parents else None))
+            todo.extend((p, None, False) for p in obj.parents)
+            todo.append((obj.tree, _tree_of(store, obj.parents[0]) if obj.parents else None, False))
         elif isinstance(obj, Tree):
             known = _entries(store, base)
             for entry in obj.iteritems():
-                if entry.mode & 0o170000 == 0o160000:
+                kind = entry.mode & 0o170000
+                if kind == 0o160000:
                     continue  # a submodule commit lives in another repository
                 had = known.get(entry.path)
                 if had is not None and had[1] == entry.sha:
                     continue  # the parent has it here: checked there
                 todo.append((entry.sha, had[1] if had is not None and had[0] & 0o170000 == 0o040000
-                             else None))
+                             else None, kind != 0o040000))
         elif obj.type_name == b"tag":
-            todo.append((obj.object[1], None))
+            todo.append((obj.object[1], None, False))
     return None
 
 

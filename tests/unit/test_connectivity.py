@@ -113,3 +113,23 @@ def test_a_parent_that_is_itself_missing_leaves_nothing_unchecked() -> None:
     assert missing_objects(_Quarantine(objects, main), main, second) == files[b"a/x.yaml"]
     objects.pop(first)  # no parent tree to walk next to: the new tree is checked whole
     assert missing_objects(_Quarantine(objects, main), main, second) in {first, files[b"a/x.yaml"]}
+
+
+def test_blobs_are_looked_up_never_read() -> None:
+    """As git's `rev-list --objects`: a file is looked up, its content never read (a first push
+    of 5,000 files read every blob: bench/RESULTS.md, gate_incremental, the refs phase)."""
+    main, pushed = MemoryObjectStore(), MemoryObjectStore()
+    files = {f"d{d}/f{f}.yaml".encode(): _blob(pushed, f"{d}-{f}") for d in range(3) for f in range(5)}
+    tip = _commit(pushed, files, [], 0)
+    read: list[bytes] = []
+
+    class Reading(_Quarantine):
+        def __getitem__(self, sha: bytes) -> ShaFile:
+            read.append(sha)
+            return super().__getitem__(sha)
+
+    q = Reading({sha: pushed[sha] for sha in pushed}, main)
+    assert missing_objects(q, main, tip) is None
+    assert read and not set(read) & set(files.values())
+    q.objects.pop(files[b"d1/f2.yaml"])
+    assert missing_objects(q, main, tip) == files[b"d1/f2.yaml"]
