@@ -334,10 +334,116 @@ def _syntax_problem(path: str, text: str, e: yaml.YAMLError) -> violations.Viola
     return violations.error(path, line, "", "yaml", f"line {line}, column {column}: {message}")
 
 
+class _General(Exception):
+    """The plain path met what only the general one handles (see `_plain`)."""
+
+
+FAST = True  # the plain path first (tests/unit/test_yamlsafe_plain.py compares both)
+
+
+def _plain(text: str, max_documents: int, max_depth: int) -> list[Document]:
+    """The documents of a stream that is plain -- no anchor, alias, tag, merge key, non-string or
+    duplicate key, no value JSON cannot hold, within the limits, no syntax error -- built in one
+    pass over the parser's events, without composing nodes first. Raises _General at anything
+    else: the caller then parses the whole text the general way, which decides and reports it.
+    Two thirds of a 5,000-file parse was composing nodes and walking them again
+    (bench/RESULTS.md, gate_full); most manifests are plain."""
+    try:
+        loader: Any = LOADER(text)  # PyYAML's pure Reader may already raise here
+    except (yaml.YAMLError, ValueError) as e:
+        raise _General from e
+    get, peek = loader.get_event, loader.peek_event
+    resolved = _RESOLVED
+
+    def resolve(event: Any) -> str:
+        if event.anchor is not None or event.tag is not None:
+            raise _General
+        value, implicit = event.value, event.implicit
+        if len(value) > _RESOLVED_LEN:
+            return str(loader.resolve(ScalarNode, value, implicit))
+        key = (type(loader), ScalarNode, value, implicit)
+        tag = resolved.get(key)
+        if tag is None:
+            tag = loader.resolve(ScalarNode, value, implicit)
+            if len(resolved) >= _RESOLVED_MAX:
+                resolved.clear()
+            resolved[key] = tag
+        return tag
+
+    def build(depth: int) -> tuple[Any, Lines]:
+        event = get()
+        cls = type(event)
+        if cls is events.ScalarEvent:
+            tag, line = resolve(event), _line(event)
+            if tag == _STR:
+                value = event.value
+                return (intern(value) if len(value) <= _INTERN_LEN else value), line
+            if tag not in _SCALARS:
+                raise _General
+            node = ScalarNode(tag, event.value, event.start_mark, event.end_mark)
+            value = type(loader).yaml_constructors[tag](loader, node)
+            if isinstance(value, float) and not math.isfinite(value):
+                raise _General
+            return value, line
+        mapping = cls is events.MappingStartEvent
+        if not (mapping or cls is events.SequenceStartEvent):
+            raise _General  # an alias
+        if event.anchor is not None or event.tag is not None or depth >= max_depth:
+            raise _General
+        spans: dict[str, Lines] = {}
+        end = events.MappingEndEvent if mapping else events.SequenceEndEvent
+        if mapping:
+            fields: dict[str, Any] = {}
+            while type(peek()) is not end:
+                key = get()
+                if type(key) is not events.ScalarEvent or resolve(key) != _STR:
+                    raise _General
+                name = intern(key.value)
+                if name in fields:
+                    raise _General
+                fields[name], span = build(depth + 1)
+                spans[name] = _keyed(_line(key), span)
+            get()
+            return fields, _span(_line(event), spans)
+        items: list[Any] = []
+        while type(peek()) is not end:
+            value, spans[_index(len(items))] = build(depth + 1)
+            items.append(value)
+        get()
+        return items, _span(_line(event), spans)
+
+    try:
+        documents: list[Document] = []
+        get()  # StreamStartEvent
+        index = 0
+        while type(peek()) is not events.StreamEndEvent:
+            get()  # DocumentStartEvent
+            if index >= max_documents:
+                raise _General
+            root = peek()
+            if type(root) is events.ScalarEvent and resolve(root) == _NULL:
+                get()
+            else:
+                value, span = build(0)
+                documents.append(Document(index, value, _whole(span)))
+            get()  # DocumentEndEvent
+            index += 1
+        return documents
+    except (yaml.YAMLError, ValueError, KeyError, RecursionError) as e:
+        raise _General from e
+    finally:
+        loader.dispose()
+
+
 def parse_yaml(
     path: str, text: str, *, max_documents: int, max_depth: int, max_alias_expansions: int
 ) -> Parsed:
     """Every non-empty, problem-free document of a YAML stream, and every problem found."""
+    if FAST:
+        try:
+            return Parsed(_plain(text, max_documents, max_depth), [])
+        except _General:
+            pass
     documents: list[Document] = []
     composer = _Composer(path, max_depth, max_alias_expansions)
     problems = composer.problems
