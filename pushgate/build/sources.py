@@ -57,7 +57,11 @@ class GitTree:
         return iter(_listing(self.store, "", self.tree_sha))
 
     def read(self, entry: Entry) -> bytes:
-        data: bytes = self.store[entry.key.encode()].data
+        obj = self.store[entry.key.encode()]
+        if obj.type_name != b"blob":  # a hand-made tree; the connectivity walk only looked it up
+            raise ValueError(f"{entry.path}: the tree names a file there, but object {entry.key} "
+                             f"is a {obj.type_name.decode()}")
+        data: bytes = obj.data
         return data
 
 

@@ -133,3 +133,17 @@ def test_blobs_are_looked_up_never_read() -> None:
     assert read and not set(read) & set(files.values())
     q.objects.pop(files[b"d1/f2.yaml"])
     assert missing_objects(q, main, tip) == files[b"d1/f2.yaml"]
+
+
+def test_a_file_entry_naming_another_object_type_is_refused_by_name() -> None:
+    """The walk only looks a file up; reading it for the gate says what is wrong, by path."""
+    from pushgate.build.sources import Entry, GitTree
+
+    store = MemoryObjectStore()
+    inner = _commit(store, {b"x.yaml": _blob(store, "x")}, [], 0)
+    tree = Tree()
+    tree.add(b"a.yaml", 0o100644, store[inner].tree)  # a file entry naming a tree
+    store.add_object(tree)
+    entry = Entry("a.yaml", 0o100644, store[inner].tree.decode())
+    with pytest.raises(ValueError, match=r"a\.yaml: the tree names a file there, but object .* is a tree"):
+        GitTree(store, inner).read(entry)
