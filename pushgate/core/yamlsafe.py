@@ -433,6 +433,7 @@ def _plain(text: str, max_documents: int, max_depth: int) -> list[Document]:
         raise _General from e
     finally:
         loader.dispose()
+        build = None  # type: ignore[assignment]  # its closure holds it: a cycle with the parser
 
 
 def parse_yaml(

@@ -67,3 +67,21 @@ def test_a_check_runs_with_collection_paused(tmp_path: Path) -> None:
     gate.check(Tree({"a.yaml": configmap("a")}))
     assert states and not any(states)
     assert gc.isenabled()
+
+
+def test_parsing_and_checking_leave_no_cyclic_garbage(tmp_path: Path) -> None:
+    """What a paused check leaves for the collector is freed only when the last check ends: a
+    reference cycle per parsed file (a parser kept alive by its own closure) held a worker's
+    5,000-file first push at 411 MB. Plain files, files for the general path, and a check."""
+    from pushgate.core import manifests
+
+    texts = [configmap(f"c{i}") for i in range(20)] + [
+        "a: &x {k: v}\nb: *x\n", "a: 1\na: 2\n", "a: !!str 1\n", "[", "k: [1, 2\n"]
+    gc.collect()
+    gc.disable()
+    for i, text in enumerate(texts):
+        manifests.load(f"f{i}.yaml", text.encode())
+    gate = gatemod.Gate(gatemod.GateConfig(timeout=60), engine=Recording(policy_set(tmp_path)),
+                        kustomize_bin=None)
+    gate.check(Tree({f"m{i}.yaml": configmap(f"m{i}") for i in range(20)}))
+    assert gc.collect() == 0
