@@ -139,6 +139,26 @@ _RESOLVED_MAX = 50_000  # entries
 _RESOLVED_LEN = 64  # characters: longer scalars are resolved each time, never held (hostile input)
 
 
+def _resolve(loader: Any, kind: type[Node], value: str | None, implicit: Any) -> str:
+    """The loader's implicit tag, remembered per (loader, kind, value, implicit): the same
+    keys and values recur in every manifest, and PyYAML's resolver runs regexes each time."""
+    if value is not None and len(value) > _RESOLVED_LEN:
+        return str(loader.resolve(kind, value, implicit))  # a pushed file's own bytes
+    key = (type(loader), kind, value, implicit)
+    tag = _RESOLVED.get(key)
+    if tag is None:
+        tag = loader.resolve(kind, value, implicit)
+        if len(_RESOLVED) >= _RESOLVED_MAX:
+            _RESOLVED.clear()
+        _RESOLVED[key] = tag
+    return tag
+
+
+def _text(value: str) -> str:
+    """A string value as kept: short ones shared (interned), they recur across manifests."""
+    return intern(value) if len(value) <= _INTERN_LEN else value
+
+
 def _line(node_or_event: Any) -> int:
     mark = node_or_event.start_mark
     return int(mark.line) + 1 if mark is not None else 0
@@ -187,7 +207,7 @@ class _Composer:
         kind = ScalarNode if scalar else MappingNode if mapping else SequenceNode
         tag = event.tag
         if tag is None or tag == "!":
-            tag = self._resolve(kind, event.value if scalar else None, event.implicit)
+            tag = _resolve(loader, kind, event.value if scalar else None, event.implicit)
         if not scalar and depth >= self.max_depth:
             raise _Stop(_line(event), "yaml.limits", f"nesting deeper than {self.max_depth} levels")
         node = kind(tag, event.value if scalar else [], event.start_mark, event.end_mark)
@@ -206,20 +226,6 @@ class _Composer:
             self._check_keys(node)
         self.open.discard(id(node))
         return node
-
-    def _resolve(self, kind: type[Node], value: str | None, implicit: Any) -> str:
-        """The loader's implicit tag, remembered per (loader, kind, value, implicit): the same
-        keys and values recur in every manifest, and PyYAML's resolver runs regexes each time."""
-        if value is not None and len(value) > _RESOLVED_LEN:
-            return str(self.loader.resolve(kind, value, implicit))  # a pushed file's own bytes
-        key = (type(self.loader), kind, value, implicit)
-        tag = _RESOLVED.get(key)
-        if tag is None:
-            tag = self.loader.resolve(kind, value, implicit)
-            if len(_RESOLVED) >= _RESOLVED_MAX:
-                _RESOLVED.clear()
-            _RESOLVED[key] = tag
-        return tag
 
     def _alias(self, event: events.AliasEvent, depth: int) -> Node:
         target = self.anchors.get(event.anchor or "")
@@ -275,8 +281,7 @@ def _materialise(composer: _Composer, node: Node) -> tuple[Any, Lines]:
     """The JSON value of a node (a fresh tree: aliases are copied), and its spans."""
     loader = composer.loader
     if type(node) is ScalarNode and node.tag == _STR:  # what SafeConstructor makes of it
-        value = node.value
-        return (intern(value) if len(value) <= _INTERN_LEN else value), _line(node)
+        return _text(node.value), _line(node)
     if isinstance(node, ScalarNode) and node.tag in _SCALARS:
         try:
             value = type(loader).yaml_constructors[node.tag](loader, node)
@@ -353,22 +358,11 @@ def _plain(text: str, max_documents: int, max_depth: int) -> list[Document]:
     except (yaml.YAMLError, ValueError) as e:
         raise _General from e
     get, peek = loader.get_event, loader.peek_event
-    resolved = _RESOLVED
 
     def resolve(event: Any) -> str:
         if event.anchor is not None or event.tag is not None:
             raise _General
-        value, implicit = event.value, event.implicit
-        if len(value) > _RESOLVED_LEN:
-            return str(loader.resolve(ScalarNode, value, implicit))
-        key = (type(loader), ScalarNode, value, implicit)
-        tag = resolved.get(key)
-        if tag is None:
-            tag = loader.resolve(ScalarNode, value, implicit)
-            if len(resolved) >= _RESOLVED_MAX:
-                resolved.clear()
-            resolved[key] = tag
-        return tag
+        return _resolve(loader, ScalarNode, event.value, event.implicit)
 
     def build(depth: int) -> tuple[Any, Lines]:
         event = get()
@@ -376,8 +370,7 @@ def _plain(text: str, max_documents: int, max_depth: int) -> list[Document]:
         if cls is events.ScalarEvent:
             tag, line = resolve(event), _line(event)
             if tag == _STR:
-                value = event.value
-                return (intern(value) if len(value) <= _INTERN_LEN else value), line
+                return _text(event.value), line
             if tag not in _SCALARS:
                 raise _General
             node = ScalarNode(tag, event.value, event.start_mark, event.end_mark)
