@@ -12,7 +12,7 @@ import os
 import re
 import secrets
 import time
-from collections.abc import Callable, Iterable, Iterator, Sequence
+from collections.abc import Iterable, Iterator, Sequence
 from typing import Any
 
 from dulwich.errors import GitProtocolError, NotGitRepository
@@ -256,17 +256,17 @@ class PushgateApp:
                 # The WSGI server (gunicorn) has already de-chunked the body; dulwich would
                 # de-chunk it again and fail every push bigger than git's http.postBuffer.
                 environ.pop("HTTP_TRANSFER_ENCODING", None)
-            wrote = [False]
+            sent = [False]  # any byte of the answer, written or yielded
 
             def start(status: str, headers: list[tuple[str, str]], exc_info: Any = None) -> Any:
                 write = start_response(status, headers, exc_info)
 
                 def noting(data: bytes) -> Any:
-                    wrote[0] = wrote[0] or bool(data)
+                    sent[0] = sent[0] or bool(data)
                     return write(data)
                 return noting
 
-            result = _quiet_protocol_errors(inner(environ, start), lambda: wrote[0])
+            result = _quiet_protocol_errors(inner(environ, start), sent)
             return result if watchdog is None else bodydeadline.guard_response(result, watchdog)
 
         return guard
@@ -327,19 +327,18 @@ def _bounded_plan(plan: dict[str, Any], limit: int = 200) -> dict[str, Any]:
     return out
 
 
-def _quiet_protocol_errors(result: Iterable[bytes], wrote: Callable[[], bool]) -> Iterator[bytes]:
+def _quiet_protocol_errors(result: Iterable[bytes], sent: list[bool]) -> Iterator[bytes]:
     """The git response, ended with one log line instead of a traceback and a 500 when the client
     breaks the protocol (a malformed command list, a bad pkt-line, a hang-up, a want of an object
     no ref reaches). When nothing was sent yet, the client is told why in an ERR line, as C git
     does (`remote error: upload-pack: not our ref ...`), not left with a hang-up."""
-    sent = False
     try:
         for chunk in result:
-            sent = sent or bool(chunk)
+            sent[0] = sent[0] or bool(chunk)
             yield chunk
     except GitProtocolError as e:
         log.warning("git protocol error from the client: %s", str(e)[:300])
-        if not sent and not wrote():
+        if not sent[0]:
             yield _err_line(str(e))
     finally:
         close = getattr(result, "close", None)
