@@ -433,7 +433,10 @@ def parse_yaml(
     path: str, text: str, *, max_documents: int, max_depth: int, max_alias_expansions: int
 ) -> Parsed:
     """Every non-empty, problem-free document of a YAML stream, and every problem found."""
-    if FAST:
+    # Not with PyYAML's pure-Python parser (the fallback without libyaml): its scanner is most
+    # of a parse, and a file the plain path hands over would pay it twice (50,000 nested
+    # brackets: 0.4 s each time).
+    if FAST and LOADER is not _PureLoader:
         try:
             return Parsed(_plain(text, max_documents, max_depth), [])
         except _General:
