@@ -83,8 +83,16 @@ def _canon(span: Any) -> Any:
 
 
 def _parse(text: str, fast: bool, monkeypatch: pytest.MonkeyPatch) -> Any:
-    monkeypatch.setattr(yamlsafe, "FAST", fast)
-    parsed = yamlsafe.parse_yaml("f.yaml", text, **LIMITS)
+    """parse_yaml's result, by the general path only, or the plain path first (whatever parser:
+    parse_yaml itself takes the plain path with libyaml's only)."""
+    monkeypatch.setattr(yamlsafe, "FAST", False)
+    try:
+        if not fast:
+            raise yamlsafe._General
+        plain = yamlsafe._plain(text, LIMITS["max_documents"], LIMITS["max_depth"])
+        parsed = yamlsafe.Parsed(plain, [])
+    except yamlsafe._General:
+        parsed = yamlsafe.parse_yaml("f.yaml", text, **LIMITS)
     docs = [(d.index, repr(d.value), _canon(d.span)) for d in parsed.documents]
     return docs, [str(p) for p in parsed.problems]
 
