@@ -23,7 +23,7 @@ import re
 import time
 from collections.abc import Callable, Iterator, Mapping
 from dataclasses import dataclass, field
-from typing import Any, cast
+from typing import Any, TypeAlias, cast
 
 from pushgate.build import apiversions, helm, jsonnet, kustomize, proc, sources, tools
 from pushgate.build.config import BuildConfig
@@ -110,6 +110,8 @@ def _digest(docs: list[bytes]) -> str:
 
 
 _CANONICAL_MAX = 200_000
+# Builder.build's `on_file`: a manifest file's objects as read, and their keys ("" for none).
+OnFile: TypeAlias = Callable[[list[manifests.Manifest], list[str]], None]
 
 
 class _Identity:
@@ -185,7 +187,11 @@ class Builder:
         # (the segment, the CRD scopes, completed manifests, identities). Replaced at each build.
         self._finished: dict[str, tuple[Any, ...]] = {}
 
-    def build(self, tree: SourceTree, deadline: float | None = None) -> Build:
+    def build(self, tree: SourceTree, deadline: float | None = None,
+              on_file: OnFile | None = None) -> Build:
+        """The tree's objects, completed, and every problem met on the way. `on_file` is told
+        each manifest file's objects as the file is read (before namespace defaults: those
+        depend on the whole tree's CRDs), with their keys."""
         deadline = deadline or time.monotonic() + 3600.0
         for cache in (self._parsed, self._canonical, self._idents, self._completed, self._selected):
             cache.rotate()
@@ -204,7 +210,7 @@ class Builder:
                 files[e.path] = e
         readers = _Readers(tree, files)
         keys = {p: e.key for p, e in files.items()}
-        built = self._build(readers, keys, problems, deadline)
+        built = self._build(readers, keys, problems, deadline, on_file)
         built.canonical = self._canonical
         return built
 
@@ -245,7 +251,7 @@ class Builder:
         return hit
 
     def _build(self, readers: _Readers, keys: dict[str, str],
-               problems: list[pv.Violation], deadline: float) -> Build:
+               problems: list[pv.Violation], deadline: float, on_file: OnFile | None) -> Build:
         cfg = self.config
 
         def selected(path: str) -> bool:
@@ -287,6 +293,8 @@ class Builder:
                 continue
             count += 1
             files.append((path, seg))
+            if on_file is not None and seg[1]:
+                on_file(seg[1], seg[2])
             built.extend(seg[1])
             out_keys.extend(seg[2])
             problems.extend(seg[3])

@@ -28,11 +28,12 @@ import time
 from collections.abc import Sequence
 from typing import Any
 
-from pushgate.gate.policies import EngineTimeout, EngineUnavailable, PolicySet
+from pushgate.gate.policies import EngineTimeout, EngineUnavailable, Feed, PolicySet
 
 CHUNK = 48  # objects per request when a batch is shared between workers
 DEPTH = 2  # requests queued per worker
 PARALLEL_MIN = 256  # smaller batches stay on one worker (a helper costs ~0.2 s to start)
+POLL = 0.02  # seconds between looks at a feed that is still being filled
 
 
 def default_workers() -> int:
@@ -94,8 +95,9 @@ class EmbeddedEngine:
         p.pending.append(tag)
 
     def _receive(self, procs: Sequence[_Proc], deadline: float, timeout: float,
-                 ) -> list[tuple[_Proc, Any, Any]]:
-        """The replies that are complete once some worker has answered: (worker, tag, reply)."""
+                 poll: float | None = None) -> list[tuple[_Proc, Any, Any]]:
+        """The replies that are complete once some worker has answered: (worker, tag, reply);
+        with `poll`, none when no worker answered within that many seconds."""
         waiting = {p.fd: p for p in procs if p.pending}
         while True:
             done = []
@@ -106,7 +108,10 @@ class EmbeddedEngine:
             if done:
                 return done
             left = deadline - time.monotonic()
-            ready = select.select(list(waiting), [], [], left)[0] if left > 0 else []
+            wait = left if poll is None else min(left, poll)
+            ready = select.select(list(waiting), [], [], wait)[0] if left > 0 else []
+            if not ready and poll is not None and left > poll:
+                return []
             if not ready:
                 self._fail()
                 raise EngineTimeout(f"policy evaluation exceeded {timeout:.0f}s")
@@ -172,6 +177,15 @@ class EmbeddedEngine:
     # -- evaluation -----------------------------------------------------------------------------
     def evaluate(self, objects: Sequence[dict[str, Any]], push: dict[str, Any], timeout: float,
                  entrypoints: Sequence[str] | None = None) -> list[list[tuple[str, Any]]]:
+        feed = Feed()
+        feed.put(list(objects))
+        feed.close()
+        return self.evaluate_feed(feed, push, timeout, entrypoints)
+
+    def evaluate_feed(self, feed: Feed, push: dict[str, Any], timeout: float,
+                      entrypoints: Sequence[str] | None = None) -> list[list[tuple[str, Any]]]:
+        """`evaluate` for objects that arrive while this runs (the gate parses a big tree while
+        the workers decide what it has read); returns once the feed is closed and drained."""
         with self._lock:
             deadline = time.monotonic() + timeout
             if self._alive() is None:
@@ -183,43 +197,72 @@ class EmbeddedEngine:
             # The push goes only where a policy can read it: it changes with every push.
             ctx = push if self.policies.engine_push_entrypoints & set(
                 eps or self.policies.entrypoints) else {}
-            objects = list(objects)
-            if len(objects) >= PARALLEL_MIN and self.workers > 1:
-                while len(self._helpers) < min(self.workers, len(objects) // CHUNK) - 1:
-                    self._helpers.append(self._spawn())
             try:
-                rows = self._run([self._proc, *self._helpers], objects, ctx, eps, deadline, timeout)
+                return self._run(feed, ctx, eps, deadline, timeout)
             finally:
                 helpers, self._helpers = self._helpers, []
                 for h in helpers:
                     _reap(h.proc)
-            return rows
 
-    def _run(self, procs: list[_Proc], objects: list[dict[str, Any]], ctx: dict[str, Any],
-             eps: list[str] | None, deadline: float, timeout: float) -> list[list[tuple[str, Any]]]:
-        size = len(objects) if len(procs) == 1 else CHUNK
-        chunks = [(i, objects[i:i + size]) for i in range(0, len(objects), size)] or [(0, [])]
-        chunks.reverse()  # popped from the end: in order
-        rows: list[list[tuple[str, Any]]] = [[] for _ in objects]
-        busy = 0
+    def _run(self, feed: Feed, ctx: dict[str, Any], eps: list[str] | None, deadline: float,
+             timeout: float) -> list[list[tuple[str, Any]]]:
+        assert self._proc is not None
+        procs = [self._proc, *self._helpers]  # start(parallel=True) may have started helpers
+        # A batch known whole that one worker will decide goes in one request; anything else in
+        # chunks the workers take as they become free.
+        ended = feed.closed
+        known = feed.available(0)
+        alone = len(procs) == 1 and (self.workers == 1 or known < PARALLEL_MIN)
+        size = known if ended and alone else CHUNK
+        rows: list[list[tuple[str, Any]]] = []
+        taken = busy = 0
+        last = False  # the feed is closed and everything in it was handed out
+
+        def grow() -> None:
+            # helpers for a big batch (a worker costs ~0.2 s to start): the whole of it is
+            # known, or enough has arrived already
+            known = taken + feed.available(taken)
+            if known >= PARALLEL_MIN and self.workers > 1:
+                while len(self._helpers) < min(self.workers, known // CHUNK) - 1:
+                    self._helpers.append(self._spawn())
+                    procs.append(self._helpers[-1])
 
         def top_up(p: _Proc) -> None:
             # DEPTH requests queued in each worker's pipe (behind its `load` if it is still
             # compiling): it never waits for this process to hand it the next chunk
-            nonlocal busy
-            while chunks and sum(1 for tag in p.pending if tag != "load") < DEPTH:
-                self._give(p, chunks.pop(), ctx, eps)
+            nonlocal taken, busy, last
+            while not last and sum(1 for tag in p.pending if tag != "load") < DEPTH:
+                chunk, last = feed.take(taken, size)
+                if not last and len(chunk) < size:
+                    return  # a part of a chunk: more is coming
+                if not chunk and taken:
+                    return
+                self._give(p, (taken, chunk), ctx, eps)  # an empty batch still asks once
+                rows.extend([] for _ in chunk)
+                taken += len(chunk)
                 busy += 1
 
+        grow()
         for p in procs:
             top_up(p)
-        while busy:
-            for p, tag, reply in self._receive(procs, deadline, timeout):
-                if tag != "load":
-                    busy -= 1
-                    start = tag
-                    for j, row in enumerate(reply["results"]):
-                        rows[start + j] = [(ep, value) for ep, value in row]
+        while busy or not last:
+            if not busy:  # every worker waits for the producer
+                left = deadline - time.monotonic()
+                if left <= 0:
+                    self._fail()
+                    raise EngineTimeout(f"policy evaluation exceeded {timeout:.0f}s")
+                feed.take(taken, size, min(left, POLL))
+            else:
+                for _p, tag, reply in self._receive(procs, deadline, timeout,
+                                                   poll=None if last else POLL):
+                    if tag != "load":
+                        busy -= 1
+                        start = tag
+                        for j, row in enumerate(reply["results"]):
+                            rows[start + j] = [(ep, value) for ep, value in row]
+            if not last:
+                grow()
+            for p in procs:
                 top_up(p)
         return rows
 

@@ -16,6 +16,7 @@ from __future__ import annotations
 
 import contextlib
 import gc
+import itertools
 import posixpath
 import threading
 import time
@@ -85,10 +86,11 @@ class Gate:
         # push never do the same work twice), and the engine serves one caller anyway.
         self._checking = threading.Lock()
 
-    def build(self, tree: SourceTree, deadline: float | None = None) -> Build:
+    def build(self, tree: SourceTree, deadline: float | None = None,
+              on_file: buildmod.OnFile | None = None) -> Build:
         deadline = deadline or time.monotonic() + self.config.timeout
         try:
-            return self.builder.build(tree, deadline)
+            return self.builder.build(tree, deadline, on_file)
         except buildmod.BuildTimeout as e:
             raise GateTimeout(f"gate time limit of {self.config.timeout:.0f}s exceeded") from e
 
@@ -124,9 +126,18 @@ class Gate:
         self.warm()  # the engine starts while the tree is read
         for cache in (self._schema_results, self._policy_rows, self._outcomes, self._gk_results):
             cache.rotate()
-        b = self.build(tree, deadline)
+        stream = self._stream(deadline)
+        if stream is None:
+            b = self.build(tree, deadline)
+        else:
+            try:
+                b = self.build(tree, deadline, stream.offer)
+            except BaseException:
+                stream.feed.cancel()
+                raise
+            stream.feed.close()
         found = list(b.problems)
-        policy = self._policies(b, push, deadline)  # may run while the schemas are checked
+        policy = self._policies(b, push, deadline, stream)  # may run while the schemas are checked
         crds = [m.obj for m in b.manifests if m.obj.get("kind") == "CustomResourceDefinition"
                 and m.api_version.startswith("apiextensions.k8s.io/")]
         schema_set = self.schemas.with_crds(crds) if crds else self.schemas
@@ -203,8 +214,17 @@ class Gate:
                 m, row, ps.entrypoints)
         return len(ms)
 
-    def _policies(self, b: Build, push: dict[str, Any] | None,
-                  deadline: float) -> Callable[[], list[_Outcome]]:
+    def _stream(self, deadline: float) -> _Stream | None:
+        """An engine that decides objects while the build still reads files, when its answer
+        depends on the object alone (no rule reads the push context)."""
+        ps = self._policy_set
+        if ps is None or ps.push_entrypoints or not ps.entrypoints or not hasattr(
+                self.engine, "evaluate_feed"):
+            return None
+        return _Stream(self, ps, deadline)
+
+    def _policies(self, b: Build, push: dict[str, Any] | None, deadline: float,
+                  stream: _Stream | None = None) -> Callable[[], list[_Outcome]]:
         """Each manifest's policy outcome, from the cache where the same decision was made
         before; what is left is decided by the engine, waited for on a thread of its own.
         Returns the function that waits for the answer (and raises what the engine raised)."""
@@ -234,7 +254,7 @@ class Gate:
 
         def decide() -> list[_Outcome]:
             eps = ps.entrypoints
-            rows = self._rows(b, missing, ctx, push_key, deadline)
+            rows = self._rows(b, missing, ctx, push_key, deadline, stream)
             for i, row in zip(missing, rows, strict=True):
                 m = ms[i]
                 out = _outcome(m, row, eps)
@@ -302,14 +322,19 @@ class Gate:
                 found.extend(out)
         return found
 
-    def _run_inputs(self, inputs: list[dict[str, Any]], ctx: dict[str, Any], eps: list[str] | None,
-                    deadline: float) -> _Rows:
-        """The engine's rows for `inputs` (objects, or Gatekeeper reviews) within the deadline."""
+    def _run_inputs(self, inputs: list[dict[str, Any]] | policies.Feed, ctx: dict[str, Any],
+                    eps: list[str] | None, deadline: float) -> _Rows:
+        """The engine's rows for `inputs` (objects, or Gatekeeper reviews; or a feed of objects
+        still being read, for an engine that takes one) within the deadline."""
         assert self.engine is not None
         left = deadline - time.monotonic()
         if left <= 0:
             raise GateTimeout(f"gate time limit of {self.config.timeout:.0f}s exceeded")
         try:
+            if isinstance(inputs, policies.Feed):
+                rows: _Rows = self.engine.evaluate_feed(  # type: ignore[attr-defined]
+                    inputs, ctx, left, eps)
+                return rows
             return self.engine.evaluate(inputs, ctx, left, eps)
         except policies.EngineTimeout as e:
             # by type, not by text: an unreachable OPA says "Max retries exceeded" too
@@ -317,9 +342,10 @@ class Gate:
                               f"(policy evaluation)") from e
 
     def _rows(self, b: Build, indices: list[int], ctx: dict[str, Any], push_key: str,
-              deadline: float) -> _Rows:
+              deadline: float, stream: _Stream | None = None) -> _Rows:
         """Policy results for the manifests at `indices`, from the row cache where the same
-        group of entry points was decided before."""
+        group of entry points was decided before, or from what `stream` decided on the same
+        object while the tree was read."""
         ps = self._policy_set
         assert ps is not None
         reads_push = ps.push_entrypoints
@@ -338,6 +364,10 @@ class Gate:
             missing = []
             for group, eps in groups:
                 cached = self._policy_rows.get(key(group, i)) if eps and b.keys[i] else None
+                if cached is None and eps and group == "static" and stream is not None:
+                    cached = stream.row(b.manifests[i])
+                    if cached is not None and b.keys[i]:
+                        _bounded(self._policy_rows)[key(group, i)] = cached
                 if cached is not None:
                     rows[n].extend(cached)
                 elif eps:
@@ -367,6 +397,60 @@ class Gate:
 
 
 _T = TypeVar("_T")
+
+
+class _Stream:
+    """A cold check's policy decisions, made while the build still reads files: each file's
+    objects go to the engine as soon as the file is parsed (the gate's two slowest phases,
+    parsing here and evaluating in the engine's workers, overlap), and `row` hands the answer
+    to the check for the object the build finally made. Only for rules that read nothing but
+    the object (their answer depends on it alone). An object is sent as it will most likely be
+    completed (the default namespace, if a built-in or unknown kind names none); whatever the
+    build makes of it in the end (the tree's CRDs decide a custom kind's scope) is used only if
+    it is that same object, and decided afresh otherwise."""
+
+    def __init__(self, gate: Gate, ps: policies.PolicySet, deadline: float) -> None:
+        self.feed = policies.Feed()
+        self._gate, self._ps = gate, ps
+        self._namespace = gate.config.build.default_namespace
+        self._sent: dict[str, list[tuple[dict[str, Any], int]]] = {}  # path -> (object, position)
+        self._next: dict[str, int] = {}  # path -> where the next `row` of it most likely is
+        self._count = 0
+        eps = list(ps.entrypoints)
+        feed = self.feed
+        self.result = _background(lambda: gate._run_inputs(feed, {}, eps, deadline))
+
+    def offer(self, ms: list[manifests.Manifest], keys: list[str]) -> None:
+        """Builder.build's `on_file`: the objects not decided before go to the engine."""
+        gate, version = self._gate, self._ps.version
+        rows, outcomes = gate._policy_rows, gate._outcomes
+        objs = []
+        for m, key in zip(ms, keys, strict=True):
+            obj = scopes.with_default_namespace(m.obj, self._namespace, {}) or m.obj
+            if key:
+                ns = _namespace(obj)
+                if ((key, m.path, ns, version, "") in outcomes
+                        or ("static", key, m.path, version, ns) in rows):
+                    continue
+            objs.append(obj)
+            self._sent.setdefault(m.path, []).append((obj, self._count))
+            self._count += 1
+        self.feed.put(objs)
+
+    def row(self, m: manifests.Manifest) -> list[tuple[str, Any]] | None:
+        """The engine's answer for `m.obj` if it was sent as it is (waits for the engine)."""
+        sent = self._sent.get(m.path)
+        if not sent:
+            return None
+        start = self._next.get(m.path, 0)
+        # in file order, as a rule: the next one first
+        first = (start,) if start < len(sent) else ()
+        for j in itertools.chain(first, range(len(sent))):
+            obj, position = sent[j]
+            if obj is m.obj or obj == m.obj:
+                self._next[m.path] = j + 1
+                return self.result()[position]
+        return None
 
 _gc_lock = threading.Lock()
 _gc_pausers = 0

@@ -30,6 +30,7 @@ import os
 import re
 import subprocess
 import sys
+import threading
 from collections import Counter
 from collections.abc import Callable, Iterable, Sequence
 from dataclasses import dataclass, field
@@ -307,6 +308,58 @@ def _compile(modules: Sequence[Module]) -> dict[str, Any]:
         _plans.clear()
     _plans[key] = plan
     return plan
+
+
+class Feed:
+    """Objects handed to an engine while they are still being produced (a build that is still
+    reading files): the producer `put`s them and `close`s the feed when it is done or gives up;
+    the engine `take`s them in order, from as many threads as it likes."""
+
+    def __init__(self) -> None:
+        self._items: list[dict[str, Any]] = []
+        self._closed = False
+        self._taken = 0  # how far anything was taken
+        self._cond = threading.Condition()
+
+    def put(self, objects: Sequence[dict[str, Any]]) -> None:
+        if objects:
+            with self._cond:
+                self._items.extend(objects)
+                self._cond.notify_all()
+
+    def close(self) -> None:
+        with self._cond:
+            self._closed = True
+            self._cond.notify_all()
+
+    def cancel(self) -> None:
+        """Closed, and what was not taken yet is dropped: the producer gave up."""
+        with self._cond:
+            del self._items[self._taken:]
+            self._closed = True
+            self._cond.notify_all()
+
+    def take(self, start: int, most: int, wait: float = 0.0) -> tuple[list[dict[str, Any]], bool]:
+        """The objects from position `start` on, at most `most`, once that many are there or the
+        feed is closed (waiting up to `wait` seconds: fewer, maybe none, after that); and
+        whether that is the last of them."""
+        with self._cond:
+            if wait > 0:
+                self._cond.wait_for(lambda: self._closed or len(self._items) - start >= most, wait)
+            items = self._items
+            out = items[start:start + most]
+            self._taken = max(self._taken, start + len(out))
+            return out, self._closed and len(items) <= start + most
+
+    @property
+    def closed(self) -> bool:
+        with self._cond:
+            return self._closed
+
+    def available(self, start: int) -> int:
+        """How many objects are there from position `start` on."""
+        with self._cond:
+            return len(self._items) - start
 
 
 class PolicyEngine(Protocol):

@@ -11,6 +11,8 @@ Adapter tests: real worker processes, no OPA.
 from __future__ import annotations
 
 import shutil
+import threading
+import time
 from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
@@ -122,6 +124,56 @@ def test_a_batch_shared_by_helpers_equals_one_worker(policy_set: policies.Policy
     finally:
         one.close()
         many.close()
+
+
+@pytest.mark.parametrize("workers", [1, 2])
+def test_a_feed_filled_while_the_engine_works_equals_the_whole_batch(
+        policy_set: policies.PolicySet, workers: int) -> None:
+    objs = objects() * (embedded.PARALLEL_MIN // len(objects()) + 2)
+    whole = EmbeddedEngine(policy_set, workers=1)
+    fed = EmbeddedEngine(policy_set, workers=workers)
+    feed = policies.Feed()
+    taken_early: list[int] = []
+
+    def produce() -> None:
+        for i in range(0, len(objs), 7):  # uneven parts, not a whole chunk each
+            feed.put(objs[i:i + 7])
+            time.sleep(0.002)
+        deadline = time.monotonic() + 60
+        while feed._taken == 0 and time.monotonic() < deadline:
+            time.sleep(0.01)
+        taken_early.append(feed._taken)  # what the engine started on before the feed closed
+        feed.close()
+
+    try:
+        producer = threading.Thread(target=produce)
+        producer.start()
+        rows = fed.evaluate_feed(feed, PUSH, 120)
+        producer.join()
+        assert rows == whole.evaluate(objs, PUSH, 120)
+        assert taken_early[0] > 0  # the workers did not wait for the feed to close
+        assert fed._helpers == []
+    finally:
+        whole.close()
+        fed.close()
+
+
+def test_a_feed_hands_out_in_order_and_drops_what_was_not_taken_when_cancelled() -> None:
+    feed = policies.Feed()
+    feed.put([{"n": i} for i in range(5)])
+    assert feed.take(0, 3) == ([{"n": 0}, {"n": 1}, {"n": 2}], False)
+    assert feed.take(3, 3) == ([{"n": 3}, {"n": 4}], False)  # open: more may come
+    t = time.monotonic()
+    assert feed.take(5, 3, wait=0.05) == ([], False)  # waits for a whole part, then gives up
+    assert time.monotonic() - t >= 0.04
+    feed.put([{"n": 5}, {"n": 6}])
+    feed.close()
+    assert feed.take(5, 3, wait=5) == ([{"n": 5}, {"n": 6}], True)  # closed: no waiting
+    cancelled = policies.Feed()
+    cancelled.put([{"n": i} for i in range(5)])
+    assert cancelled.take(0, 2) == ([{"n": 0}, {"n": 1}], False)
+    cancelled.cancel()
+    assert cancelled.closed and cancelled.take(2, 10) == ([], True)
 
 
 @pytest.mark.parametrize(("text", "arrays", "value"), [
