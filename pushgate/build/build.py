@@ -190,8 +190,9 @@ class Builder:
     def build(self, tree: SourceTree, deadline: float | None = None,
               on_file: OnFile | None = None) -> Build:
         """The tree's objects, completed, and every problem met on the way. `on_file` is told
-        each manifest file's objects as the file is read (before namespace defaults: those
-        depend on the whole tree's CRDs), with their keys."""
+        the objects of each manifest file read anew (not one unchanged since the last build)
+        as it is read, with their keys; before namespace defaults, which depend on the whole
+        tree's CRDs."""
         deadline = deadline or time.monotonic() + 3600.0
         for cache in (self._parsed, self._canonical, self._idents, self._completed, self._selected):
             cache.rotate()
@@ -285,7 +286,8 @@ class Builder:
                 continue
             key = keys[path]
             seg = last.get(path) if key else None
-            if seg is None or seg[0] != key:
+            fresh = seg is None or seg[0] != key
+            if fresh:
                 seg = self._segment(key, path, readers[path], deadline)
             if key:
                 segments[path] = seg
@@ -293,7 +295,7 @@ class Builder:
                 continue
             count += 1
             files.append((path, seg))
-            if on_file is not None and seg[1]:
+            if fresh and on_file is not None and seg[1]:
                 on_file(seg[1], seg[2])
             built.extend(seg[1])
             out_keys.extend(seg[2])
