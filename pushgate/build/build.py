@@ -287,7 +287,7 @@ class Builder:
             key = keys[path]
             seg = last.get(path) if key else None
             fresh = seg is None or seg[0] != key
-            if fresh:
+            if seg is None or seg[0] != key:
                 seg = self._segment(key, path, readers[path], deadline)
             if key:
                 segments[path] = seg
