@@ -9,7 +9,7 @@ from __future__ import annotations
 
 import heapq
 import itertools
-from collections.abc import Iterable
+from collections.abc import Container, Iterable
 from typing import Any
 
 from dulwich.objects import Commit, Tree
@@ -17,12 +17,14 @@ from dulwich.objects import Commit, Tree
 from gitserver.repos import ZERO
 
 
-def missing_objects(store: Any, main: Any, tip: bytes) -> bytes | None:
+def missing_objects(store: Any, main: Any, tip: bytes, pushed: Container[bytes] = ()) -> bytes | None:
     """The first object the new history needs and nobody has (connectivity check). Objects
     already in the repository are complete by invariant, so the walk stops there. Each commit's
     tree is walked next to its first parent's: an entry the parent has at the same path is
     checked by the parent's own walk (or is in the repository, if the parent is), so a push that
-    changes 10 files of 10,000 looks up tens of objects, not every entry of the trees it touches."""
+    changes 10 files of 10,000 looks up tens of objects, not every entry of the trees it touches.
+    `pushed`: objects known to be in `store` (the push's own, read ahead): walked without
+    asking the repository first (each miss there costs file-system calls)."""
     # (object, the parent's tree there, named a file by its tree: only its presence matters)
     todo: list[tuple[bytes, bytes | None, bool]] = [(tip, None, False)]
     seen: set[bytes] = set()
@@ -31,10 +33,11 @@ def missing_objects(store: Any, main: Any, tip: bytes) -> bytes | None:
         if sha in seen:
             continue
         seen.add(sha)
-        if sha in main:
-            continue
-        if sha not in store:
-            return sha
+        if sha not in pushed:
+            if sha in main:
+                continue
+            if sha not in store:
+                return sha
         if is_file:
             continue  # as git's rev-list --objects: a blob is looked up, never read
         obj = store[sha]

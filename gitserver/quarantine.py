@@ -14,10 +14,18 @@ import os
 import secrets
 import shutil
 import time
+from collections.abc import Sequence
+from typing import Any
 
 from dulwich.object_store import DiskObjectStore
+from dulwich.objects import ShaFile
 
 from pushgate import locks
+
+# A push whose packs hold at least this many objects has them read in one pass (`ReadAhead`).
+READ_AHEAD_MIN = 256
+READ_AHEAD_MAX_BYTES = 64 << 20  # held at most, in all
+READ_AHEAD_MAX_OBJECT = 1 << 20  # a bigger object is left in its pack
 
 PREFIX = "incoming-"
 _CREATING = ".creating-"
@@ -41,10 +49,17 @@ class Quarantine:
         self.path = os.path.join(objects_dir, PREFIX + name)
         os.rename(making, self.path)
         self.store = DiskObjectStore(self.path, alternates=[objects_dir])
+        self.view: Any = self.store  # what the checks read: the store, or a ReadAhead of it
 
     def packs(self) -> list[str]:
         pack_dir = os.path.join(self.path, "pack")
         return sorted(f[:-5] for f in os.listdir(pack_dir) if f.endswith(".pack"))
+
+    def read_ahead(self) -> None:
+        """Have `view` answer from the pushed objects read in one pass, when there are many."""
+        packs = list(self.store.packs)
+        if sum(len(p) for p in packs) >= READ_AHEAD_MIN:
+            self.view = ReadAhead(self.store, packs, READ_AHEAD_MAX_BYTES, READ_AHEAD_MAX_OBJECT)
 
     def migrate(self) -> None:
         """Move every pack into the repository: data files first, the `.idx` last, because the
@@ -72,6 +87,46 @@ class Quarantine:
         if self._lock_fd is not None:
             os.close(self._lock_fd)
             self._lock_fd = None
+
+
+class ReadAhead:
+    """An object store that answers first from the objects of some of its packs, read whole in
+    one pass, and asks the store itself for anything else.
+
+    A first push of 5,000 files has the connectivity walk look up, and the gate read, every
+    object it brought. Each of dulwich's lookups searches the pack indexes, checks whether a
+    multi-pack index exists (a file-system call) and inflates the object's delta chain again;
+    read in pack order, each object is inflated once (0.18 s for 5,700 objects, where the
+    gate's reads alone took 0.45 s). An object over `max_object` bytes is not held (the gate
+    refuses such files anyway), and reading stops once `max_bytes` are held."""
+
+    def __init__(self, store: Any, packs: Sequence[Any], max_bytes: int, max_object: int) -> None:
+        self.store = store
+        self.held: dict[bytes, ShaFile] = {}
+        total = 0
+        for pack in packs:
+            for obj in pack.iterobjects():
+                size = obj.raw_length()
+                if size > max_object:
+                    continue
+                total += size
+                if total > max_bytes:
+                    return
+                self.held[obj.id] = obj
+
+    def __contains__(self, sha: bytes) -> bool:
+        return sha in self.held or sha in self.store
+
+    def __getitem__(self, sha: bytes) -> ShaFile:
+        obj = self.held.get(sha)
+        return obj if obj is not None else self.store[sha]
+
+    def get_raw(self, sha: bytes) -> tuple[int, bytes]:
+        obj = self.held.get(sha)
+        return (obj.type_num, obj.as_raw_string()) if obj is not None else self.store.get_raw(sha)
+
+    def __getattr__(self, name: str) -> Any:
+        return getattr(self.store, name)
 
 
 def sweep(objects_dir: str) -> list[str]:

@@ -329,6 +329,7 @@ class GatedReceivePackHandler(ReceivePackHandler):
                 self._say(msg)
                 return refuse_all(Refusal.PACK, msg, unpack=msg[:100])
         faults.crashpoint("after-receive")
+        q.read_ahead()
         outcome.step("pack")
 
         checked = self._check_refs(q, updates)
@@ -378,7 +379,7 @@ class GatedReceivePackHandler(ReceivePackHandler):
                     updates: Sequence[RefUpdate]) -> dict[bytes, tuple[Refusal, str]]:
         problems: dict[bytes, tuple[Refusal, str]] = {}
         seen: set[bytes] = set()
-        store: Any = q.store
+        store: Any = q.view
         for u in updates:
             if u.ref in seen:
                 problems[u.ref] = (Refusal.REF_NAME, "pushgate: ref named twice in one push")
@@ -399,7 +400,8 @@ class GatedReceivePackHandler(ReceivePackHandler):
             if u.new not in store:
                 problems[u.ref] = (Refusal.INCOMPLETE, "pushgate: pushed object missing from the pack")
                 continue
-            missing = history.missing_objects(store, self.repo.object_store, u.new)
+            missing = history.missing_objects(store, self.repo.object_store, u.new,
+                                              getattr(store, "held", ()))
             if missing:
                 problems[u.ref] = (Refusal.INCOMPLETE,
                                    f"pushgate: incomplete push, missing object {missing.decode()}")
@@ -490,8 +492,8 @@ class GatedReceivePackHandler(ReceivePackHandler):
         for u in checked:
             self._say(f"pushgate: checking {_short(u.ref)} at {u.new[:12].decode()}")
             try:
-                changed = history.changed_paths(q.store, u.old, u.new)
-                result = gate.check(q.store, u, self.context.pusher, changed, deadline)
+                changed = history.changed_paths(q.view, u.old, u.new)
+                result = gate.check(q.view, u, self.context.pusher, changed, deadline)
             except GateUnavailable as e:
                 msg = f"pushgate: gate unavailable, push refused: {e}"
                 self._say(msg)
