@@ -487,7 +487,12 @@ def _namespace(obj: dict[str, Any]) -> str:
     return ns if isinstance(ns, str) else ""
 
 
+_CLEAN: _Outcome = ((), ())
+
+
 def _outcome(m: manifests.Manifest, row: Sequence[tuple[str, Any]], eps: Sequence[str]) -> _Outcome:
+    if policies.clean(row):  # most objects: ~30 us each saved
+        return _CLEAN
     result = policies.outcome(row, eps, path=m.path, ref=m.ref, line_of=m.line_of)
     return tuple(result.violations), tuple(result.exceptions)
 

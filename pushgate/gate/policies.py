@@ -435,6 +435,12 @@ def exception_name(rule: str) -> str:
     return rule
 
 
+def clean(row: Sequence[tuple[str, Any]]) -> bool:
+    """Whether `outcome` of this row is empty without working it out: every rule's value is an
+    empty set or array (an undefined rule is absent), so nothing is violated or exempted."""
+    return all(type(value) is list and not value for _ep, value in row)
+
+
 def outcome(row: Sequence[tuple[str, Any]], entrypoints: Sequence[str], *, path: str, ref: str,
             line_of: Callable[[str], int]) -> Outcome:
     """`PolicySet.outcome` for the given entry points (those of `row` when it is empty)."""

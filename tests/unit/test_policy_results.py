@@ -96,3 +96,26 @@ def test_findings_are_a_list_of_violations_with_the_exceptions() -> None:
     assert found.summary(files=2, objects=5) == (
         "1 error, 0 warnings, 3 exceptions; checked 2 files, 5 objects")
     assert policies.Findings().summary() == "0 errors, 0 warnings in 0 files"
+
+
+@pytest.mark.parametrize(("row", "clean"), [
+    ({}, True),
+    ({"main/deny": [], "main/exception": [], "main/warn": []}, True),
+    ({"main/deny": []}, True),
+    ({"main/deny": ["no"]}, False),
+    ({"main/deny": [], "main/exception": [["run_as_root"]]}, False),
+    ({"main/deny": False}, False),  # not a set or array: an error, never clean
+    ({"main/deny": {}}, False),
+    ({"main/deny": 0}, False),
+    ({"main/deny": ""}, False),
+    ({"main/deny": None}, False),  # None is absent to `outcome`, but not taken for clean
+    ({"!undecidable": ""}, False),
+])
+def test_a_clean_row_is_exactly_one_with_an_empty_outcome(row: dict[str, Any], clean: bool) -> None:
+    assert policies.clean(list(row.items())) is clean
+    if clean:  # the shortcut answers what the whole contract would
+        out = decide(row)
+        assert out.violations == [] and out.exceptions == []
+    elif row != {"main/deny": None}:  # everything else not clean does find something
+        out = decide(row)
+        assert out.violations or out.exceptions
