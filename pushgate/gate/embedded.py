@@ -12,7 +12,8 @@ is cut into chunks that the primary worker and helpers (up to `workers`, one per
 default) take as they become free (two queued each, so none waits for this process; one still
 compiling does not hold up the others); helpers exit after the batch, so an idle server keeps
 one worker. `start()` spawns and compiles without waiting, so the gate can have the worker ready
-while it parses.
+while it parses; `evaluate_feed` takes objects while the gate is still parsing them (chunks go
+out as they fill, helpers start once enough have arrived).
 """
 
 from __future__ import annotations

@@ -9,7 +9,8 @@ A push that changes 10 files of 5,000 must cost about 10 files: results are cach
 by everything they depend on (see `Gate.__init__`), the build caches parsed files and tree
 listings, and what is left per object is a few dictionary lookups. A check that does have many
 objects to decide (a first push, `pushgate validate`) has the policy engine work on them while
-this process checks the schemas.
+this process reads the tree (`_Stream`: each file's objects as soon as it is parsed) and then
+checks the schemas.
 """
 
 from __future__ import annotations
