@@ -216,6 +216,7 @@ class EmbeddedEngine:
         alone = len(procs) == 1 and (self.workers == 1 or known < PARALLEL_MIN)
         size = known if ended and alone else CHUNK
         rows: list[list[tuple[str, Any]]] = []
+        names: dict[str, str] = {}
         taken = busy = 0
         last = False  # the feed is closed and everything in it was handed out
 
@@ -260,7 +261,8 @@ class EmbeddedEngine:
                         busy -= 1
                         start = tag
                         for j, row in enumerate(reply["results"]):
-                            rows[start + j] = [(ep, value) for ep, value in row]
+                            # one string per entry point, not one per result (they are kept)
+                            rows[start + j] = [(names.setdefault(ep, ep), value) for ep, value in row]
             if not last:
                 grow()
             for p in procs:

@@ -359,15 +359,18 @@ class Gate:
             base = (group, b.keys[i], m.path, ps.version, m.namespace)
             return (*base, push_key) if group == "push" else base
 
+        # Without a push group a row is worth no more than the outcome the caller caches under
+        # the same parts: only rows of a set that has both groups are kept (~1.5 KB an object).
+        keep = bool(pushed) and bool(static)
         rows: _Rows = [[] for _ in indices]
         todo: dict[tuple[str, ...], list[int]] = {}  # the groups still to evaluate -> positions
         for n, i in enumerate(indices):
             missing = []
             for group, eps in groups:
-                cached = self._policy_rows.get(key(group, i)) if eps and b.keys[i] else None
+                cached = self._policy_rows.get(key(group, i)) if keep and eps and b.keys[i] else None
                 if cached is None and eps and group == "static" and stream is not None:
                     cached = stream.row(b.manifests[i])
-                    if cached is not None and b.keys[i]:
+                    if cached is not None and keep and b.keys[i]:
                         _bounded(self._policy_rows)[key(group, i)] = cached
                 if cached is not None:
                     rows[n].extend(cached)
@@ -381,7 +384,7 @@ class Gate:
             for n, row in zip(positions, found, strict=True):
                 rows[n].extend(row)
                 i = indices[n]
-                if b.keys[i]:
+                if keep and b.keys[i]:
                     for group, group_eps in groups:
                         if group in wanted:
                             _bounded(self._policy_rows)[key(group, i)] = [
