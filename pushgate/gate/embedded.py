@@ -235,10 +235,8 @@ class EmbeddedEngine:
             nonlocal taken, busy, last
             while not last and sum(1 for tag in p.pending if tag != "load") < DEPTH:
                 chunk, last = feed.take(taken, size)
-                if not last and len(chunk) < size:
-                    return  # a part of a chunk: more is coming
-                if not chunk and taken:
-                    return
+                if not chunk and (not last or taken):
+                    return  # a whole chunk is not there yet (or nothing at all is left)
                 self._give(p, (taken, chunk), ctx, eps)  # an empty batch still asks once
                 rows.extend([] for _ in chunk)
                 taken += len(chunk)
@@ -253,7 +251,7 @@ class EmbeddedEngine:
                 if left <= 0:
                     self._fail()
                     raise EngineTimeout(f"policy evaluation exceeded {timeout:.0f}s")
-                feed.take(taken, size, min(left, POLL))
+                feed.wait(taken, size, min(left, POLL))
             else:
                 for _p, tag, reply in self._receive(procs, deadline, timeout,
                                                    poll=None if last else POLL):

@@ -339,14 +339,19 @@ class Feed:
             self._closed = True
             self._cond.notify_all()
 
-    def take(self, start: int, most: int, wait: float = 0.0) -> tuple[list[dict[str, Any]], bool]:
-        """The objects from position `start` on, at most `most`, once that many are there or the
-        feed is closed (waiting up to `wait` seconds: fewer, maybe none, after that); and
-        whether that is the last of them."""
+    def wait(self, start: int, most: int, timeout: float) -> None:
+        """Until `take(start, most)` has something to give, or `timeout` seconds passed."""
         with self._cond:
-            if wait > 0:
-                self._cond.wait_for(lambda: self._closed or len(self._items) - start >= most, wait)
+            self._cond.wait_for(lambda: self._closed or len(self._items) - start >= most, timeout)
+
+    def take(self, start: int, most: int) -> tuple[list[dict[str, Any]], bool]:
+        """`most` objects from position `start` on, or once the feed is closed the rest of them
+        (maybe none); nothing while a whole part is not there yet. And whether that is the last
+        of them."""
+        with self._cond:
             items = self._items
+            if not self._closed and len(items) - start < most:
+                return [], False
             out = items[start:start + most]
             self._taken = max(self._taken, start + len(out))
             return out, self._closed and len(items) <= start + most

@@ -158,20 +158,28 @@ def test_a_feed_filled_while_the_engine_works_equals_the_whole_batch(
         fed.close()
 
 
-def test_a_feed_hands_out_in_order_and_drops_what_was_not_taken_when_cancelled() -> None:
+def test_a_feed_hands_out_whole_parts_in_order_and_drops_what_was_not_taken_when_cancelled(
+        ) -> None:
     feed = policies.Feed()
     feed.put([{"n": i} for i in range(5)])
     assert feed.take(0, 3) == ([{"n": 0}, {"n": 1}, {"n": 2}], False)
-    assert feed.take(3, 3) == ([{"n": 3}, {"n": 4}], False)  # open: more may come
+    assert feed.take(3, 3) == ([], False)  # open, and not a whole part yet: nothing
     t = time.monotonic()
-    assert feed.take(5, 3, wait=0.05) == ([], False)  # waits for a whole part, then gives up
+    feed.wait(3, 3, 0.05)  # waits for a whole part, then gives up
     assert time.monotonic() - t >= 0.04
-    feed.put([{"n": 5}, {"n": 6}])
+    feed.put([{"n": 5}])
+    assert feed.take(3, 3) == ([{"n": 3}, {"n": 4}, {"n": 5}], False)
+    feed.put([{"n": 6}])
     feed.close()
-    assert feed.take(5, 3, wait=5) == ([{"n": 5}, {"n": 6}], True)  # closed: no waiting
+    t = time.monotonic()
+    feed.wait(6, 3, 5)  # closed: no waiting
+    assert time.monotonic() - t < 1
+    assert feed.take(6, 3) == ([{"n": 6}], True)  # closed: the rest
+    assert feed.take(7, 3) == ([], True)
     cancelled = policies.Feed()
     cancelled.put([{"n": i} for i in range(5)])
     assert cancelled.take(0, 2) == ([{"n": 0}, {"n": 1}], False)
+    assert cancelled.take(2, 4) == ([], False)  # asked, not given: not taken
     cancelled.cancel()
     assert cancelled.closed and cancelled.take(2, 10) == ([], True)
 
