@@ -4,7 +4,10 @@ The tree is the gunicorn master, its workers and each worker's embedded policy e
 (regoworker), found through /proc parent links. The realistic corpus of bench.gate_full is pushed
 (N manifests, all checked by the gate), then cloned a few times (so every worker serves one),
 then takes `--pushes` pushes of 10 changed files each; VmRSS is read from /proc/<pid>/status
-after start, after the push, after the clones and every 50 pushes. Also shown: VmHWM (each
+after start, after the push, after the clones and every 50 pushes. The reading after the clones
+waits until every worker has logged `gate warm` for the pushed head (the worker that did not
+take the push checks it in the background, gitserver/warmup.py): a reading taken while that
+check runs catches it half-way, with a policy helper process alive. Also shown: VmHWM (each
 process's peak RSS) and PSS from smaps_rollup, which counts pages shared between the forked
 processes once. ROADMAP targets: sum of VmRSS <= 200 MB after the 5,000-file push and 4 clones;
 no growth over 200 pushes, judged from push 50 on (by then every cache the pushes fill has met
@@ -21,6 +24,7 @@ from pathlib import Path
 from typing import Any
 
 from bench import common, corpus
+from bench.gate_incremental import wait_warm
 
 NAME = "rss"
 TARGET_MB = 200.0
@@ -136,6 +140,7 @@ def main(argv: Sequence[str] | None = None) -> dict[str, Any]:
                 git.run("clone", "-q", "--no-checkout", server.url("reader"), str(dest), timeout=1800)
                 if git.rev_parse(dest, "HEAD") != head:
                     raise RuntimeError(f"clone {i} did not get {head}")
+            warm_s = wait_warm(server, head)
             snaps[f"after push + {opts.repeats} clones"] = snapshot(root)
             for n in range(1, opts.pushes + 1):
                 git.write(repo, corpus.mutate(files, n))
@@ -167,7 +172,8 @@ def main(argv: Sequence[str] | None = None) -> dict[str, Any]:
     per_proc = [[r["pid"], r["role"], r["rss_mb"], r["pss_mb"], r["hwm_mb"]] for r in final]
     text = "\n".join([
         f"{len(files)} manifests (the bench.gate_full corpus) pushed once ({push_s:.1f} s, through the "
-        f"gate), then {opts.repeats} clones, then {opts.pushes} pushes of 10 changed files. Server: "
+        f"gate), then {opts.repeats} clones (every worker's gate warm {warm_s:.1f} s after the "
+        f"clones), then {opts.pushes} pushes of 10 changed files. Server: "
         f"`pushgate serve` as the test bed starts it (the buffering front, gunicorn with 2 workers, "
         f"each with its embedded policy engine).",
         "",
