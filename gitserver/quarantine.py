@@ -20,7 +20,7 @@ from typing import Any
 from dulwich.object_store import DiskObjectStore
 from dulwich.objects import ShaFile
 
-from pushgate import locks
+from pushgate import faults, locks
 
 # A push whose packs hold at least this many objects has them read in one pass (`ReadAhead`).
 READ_AHEAD_MIN = 256
@@ -59,6 +59,7 @@ class Quarantine:
         """Have `view` answer from the pushed objects read in one pass, when there are many."""
         packs = list(self.store.packs)
         if sum(len(p) for p in packs) >= READ_AHEAD_MIN:
+            faults.fail("read-ahead")
             self.view = ReadAhead(self.store, packs, READ_AHEAD_MAX_BYTES, READ_AHEAD_MAX_OBJECT)
 
     def migrate(self) -> None:
