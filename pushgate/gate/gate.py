@@ -451,7 +451,7 @@ class _Stream:
         first = (start,) if start < len(sent) else ()
         for j in itertools.chain(first, range(len(sent))):
             obj, position = sent[j]
-            if obj is m.obj or obj == m.obj:
+            if _same(obj, m.obj):
                 self._next[m.path] = j + 1
                 return self.result()[position]
         return None
@@ -489,6 +489,20 @@ def _namespace(obj: dict[str, Any]) -> str:
     meta = obj.get("metadata")
     ns = meta.get("namespace") if isinstance(meta, dict) else None
     return ns if isinstance(ns, str) else ""
+
+
+def _same(a: Any, b: Any) -> bool:
+    """Whether two parsed values are the same JSON value, types included (Python's `==` takes
+    1, 1.0 and True for one another; a policy need not). Fast for a copy that shares its parts."""
+    if a is b:
+        return True
+    if type(a) is not type(b):
+        return False
+    if type(a) is dict:
+        return bool(a.keys() == b.keys() and all(_same(v, b[k]) for k, v in a.items()))
+    if type(a) is list:
+        return len(a) == len(b) and all(_same(x, y) for x, y in zip(a, b, strict=True))
+    return bool(a == b)
 
 
 _CLEAN: _Outcome = ((), ())

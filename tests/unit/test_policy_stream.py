@@ -163,3 +163,20 @@ def test_a_check_that_fails_while_reading_leaves_the_engine_usable(
         assert len(report(found)) == 150 and "f120.yaml:1 ConfigMap c120 in shop" in report(found)
     finally:
         g.close()
+
+
+@pytest.mark.parametrize(("a", "b", "same"), [
+    ({"a": [1, {"b": "x"}]}, {"a": [1, {"b": "x"}]}, True),
+    ({"v": 1}, {"v": True}, False),  # equal to Python, not to a policy
+    ({"v": 1}, {"v": 1.0}, False),
+    ({"v": [0]}, {"v": [False]}, False),
+    ({"v": None}, {}, False),
+    ({"a": 1, "b": 2}, {"b": 2, "a": 1}, True),  # an object's keys have no order
+    ({"v": float("nan")}, {"v": float("nan")}, False),  # never taken for the same: decided again
+])
+def test_an_answer_is_reused_only_for_the_same_json_value(a: Any, b: Any, same: bool) -> None:
+    assert gatemod._same(a, b) is same
+    shared = {"spec": a, "metadata": {"name": "x"}}
+    copy = {**shared, "metadata": {**shared["metadata"], "namespace": "n"}}
+    assert gatemod._same(shared, copy) is False
+    assert gatemod._same(copy, {**copy}) is True
