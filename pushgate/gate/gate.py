@@ -420,9 +420,8 @@ class _Stream:
         self._sent: dict[str, list[tuple[dict[str, Any], int]]] = {}  # path -> (object, position)
         self._next: dict[str, int] = {}  # path -> where the next `row` of it most likely is
         self._count = 0
-        eps = list(ps.entrypoints)
-        feed = self.feed
-        self.result = _background(lambda: gate._run_inputs(feed, {}, eps, deadline))
+        self._deadline = deadline
+        self._result: Callable[[], _Rows] | None = None  # the engine's work, once begun
 
     def offer(self, ms: list[manifests.Manifest], keys: list[str]) -> None:
         """Builder.build's `on_file`: the objects not decided before go to the engine."""
@@ -439,6 +438,9 @@ class _Stream:
             objs.append(obj)
             self._sent.setdefault(m.path, []).append((obj, self._count))
             self._count += 1
+        if objs and self._result is None:  # a check with nothing new never calls the engine
+            feed, eps, deadline = self.feed, list(self._ps.entrypoints), self._deadline
+            self._result = _background(lambda: gate._run_inputs(feed, {}, eps, deadline))
         self.feed.put(objs)
 
     def row(self, m: manifests.Manifest) -> list[tuple[str, Any]] | None:
@@ -453,8 +455,10 @@ class _Stream:
             obj, position = sent[j]
             if _same(obj, m.obj):
                 self._next[m.path] = j + 1
-                return self.result()[position]
+                assert self._result is not None  # begun with the first object sent
+                return self._result()[position]
         return None
+
 
 _gc_lock = threading.Lock()
 _gc_pausers = 0

@@ -144,7 +144,7 @@ def test_a_streamed_check_reports_exactly_what_an_unstreamed_one_does(
 
         spy.listed.clear()
         _, again = streamed.check(Tree(TREE))  # cached: the engine is not asked again
-        assert report(again) == report(found) and spy.listed == []
+        assert report(again) == report(found) and spy.listed == [] and spy.feeds == 1
     finally:
         streamed.close()
         plain.close()
