@@ -257,7 +257,12 @@ class EmbeddedEngine:
                                                    poll=None if last else POLL):
                     if tag != "load":
                         busy -= 1
-                        start = tag
+                        start, count = tag
+                        if len(reply["results"]) != count:  # an object left undecided passes
+                            self._fail()
+                            raise EngineUnavailable(
+                                f"policy evaluation answered {len(reply['results'])} results "
+                                f"for {count} objects")
                         for j, row in enumerate(reply["results"]):
                             # one string per entry point, not one per result (they are kept)
                             rows[start + j] = [(names.setdefault(ep, ep), value) for ep, value in row]
@@ -270,7 +275,8 @@ class EmbeddedEngine:
     def _give(self, p: _Proc, chunk: tuple[int, list[dict[str, Any]]], ctx: dict[str, Any],
               eps: list[str] | None) -> None:
         start, objects = chunk
-        self._send(p, {"op": "eval", "push": ctx, "objects": objects, "entrypoints": eps}, start)
+        self._send(p, {"op": "eval", "push": ctx, "objects": objects, "entrypoints": eps},
+                   (start, len(objects)))
 
     def close(self) -> None:
         with self._lock:

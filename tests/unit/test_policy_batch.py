@@ -202,3 +202,36 @@ def test_only_results_without_strings_numbers_or_order_are_read_from_the_text(
 
     got = regoio._plain_text(text, arrays)
     assert (got[0] if got is not None else None) == value
+
+
+# A worker that answers every request, but one result short for an evaluation.
+SHORT = """\
+import json, sys
+for line in sys.stdin:
+    req = json.loads(line)
+    results = [[] for _ in req.get("objects", [])][1:]
+    print(json.dumps({"ok": True, "results": results}), flush=True)
+"""
+
+
+class ShortEngine(EmbeddedEngine):
+    def _spawn(self) -> Any:
+        import subprocess
+        import sys
+
+        proc = subprocess.Popen([sys.executable, "-c", SHORT], stdin=subprocess.PIPE,
+                                stdout=subprocess.PIPE, stderr=subprocess.DEVNULL)
+        p = embedded._Proc(proc)
+        self._send(p, {"op": "load"}, "load")
+        return p
+
+
+def test_a_reply_that_leaves_an_object_undecided_is_refused_not_passed(
+        policy_set: policies.PolicySet) -> None:
+    engine = ShortEngine(policy_set, workers=1)
+    try:
+        with pytest.raises(policies.EngineUnavailable, match="answered 1 results for 2 objects"):
+            engine.evaluate(objects()[:2], PUSH, 30)
+        assert engine._proc is None  # what else it owes is not trusted: started afresh
+    finally:
+        engine.close()
