@@ -29,7 +29,8 @@ import time
 from collections.abc import Sequence
 from typing import Any
 
-from pushgate.gate.policies import EngineTimeout, EngineUnavailable, Feed, PolicySet
+from pushgate.gate.feed import Feed
+from pushgate.gate.policies import EngineTimeout, EngineUnavailable, PolicySet
 
 CHUNK = 48  # objects per request when a batch is shared between workers
 DEPTH = 2  # requests queued per worker

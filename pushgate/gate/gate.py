@@ -9,7 +9,7 @@ A push that changes 10 files of 5,000 must cost about 10 files: results are cach
 by everything they depend on (see `Gate.__init__`), the build caches parsed files and tree
 listings, and what is left per object is a few dictionary lookups. A check that does have many
 objects to decide (a first push, `pushgate validate`) has the policy engine work on them while
-this process reads the tree (`_Stream`: each file's objects as soon as it is parsed) and then
+this process reads the tree (`stream`: each file's objects as soon as it is parsed) and then
 checks the schemas.
 """
 
@@ -17,12 +17,10 @@ from __future__ import annotations
 
 import contextlib
 import gc
-import itertools
 import posixpath
 import threading
 import time
 from collections.abc import Callable, Iterator, Sequence
-from concurrent.futures import Future
 from dataclasses import dataclass, field
 from typing import Any, TypeVar
 
@@ -34,7 +32,7 @@ from pushgate.build.sources import SourceTree
 from pushgate.core import manifests, scopes
 from pushgate.core import violations as pv
 from pushgate.core.gencache import GenCache
-from pushgate.gate import gatekeeper, policies, schemas
+from pushgate.gate import feed, gatekeeper, policies, schemas, stream
 from pushgate.gate.regoworker import UNDECIDABLE
 
 __all__ = ["Build", "Gate", "GateConfig", "GateTimeout"]
@@ -127,18 +125,18 @@ class Gate:
         self.warm()  # the engine starts while the tree is read
         for cache in (self._schema_results, self._policy_rows, self._outcomes, self._gk_results):
             cache.rotate()
-        stream = self._stream(deadline)
-        if stream is None:
+        streamed = self._stream(deadline)
+        if streamed is None:
             b = self.build(tree, deadline)
         else:
             try:
-                b = self.build(tree, deadline, stream.offer)
+                b = self.build(tree, deadline, streamed.offer)
             except BaseException:
-                stream.feed.cancel()
+                streamed.feed.cancel()
                 raise
-            stream.feed.close()
+            streamed.feed.close()
         found = list(b.problems)
-        policy = self._policies(b, push, deadline, stream)  # may run while the schemas are checked
+        policy = self._policies(b, push, deadline, streamed)  # may run while the schemas are checked
         crds = [m.obj for m in b.manifests if m.obj.get("kind") == "CustomResourceDefinition"
                 and m.api_version.startswith("apiextensions.k8s.io/")]
         schema_set = self.schemas.with_crds(crds) if crds else self.schemas
@@ -215,17 +213,26 @@ class Gate:
                 m, row, ps.entrypoints)
         return len(ms)
 
-    def _stream(self, deadline: float) -> _Stream | None:
+    def _stream(self, deadline: float) -> stream.Stream | None:
         """An engine that decides objects while the build still reads files, when its answer
         depends on the object alone (no rule reads the push context)."""
         ps = self._policy_set
         if ps is None or ps.push_entrypoints or not ps.entrypoints or not hasattr(
                 self.engine, "evaluate_feed"):
             return None
-        return _Stream(self, ps, deadline)
+        version, rows, outcomes = ps.version, self._policy_rows, self._outcomes
+        eps = list(ps.entrypoints)
+
+        def decided(key: str, path: str, obj: dict[str, Any]) -> bool:
+            # under the parts `_policies` and `_rows` look up (no push context: push key "")
+            ns = _namespace(obj)
+            return (key, path, ns, version, "") in outcomes or ("static", key, path, version, ns) in rows
+
+        return stream.Stream(self.config.build.default_namespace, decided,
+                             lambda fed: self._run_inputs(fed, {}, eps, deadline))
 
     def _policies(self, b: Build, push: dict[str, Any] | None, deadline: float,
-                  stream: _Stream | None = None) -> Callable[[], list[_Outcome]]:
+                  streamed: stream.Stream | None = None) -> Callable[[], list[_Outcome]]:
         """Each manifest's policy outcome, from the cache where the same decision was made
         before; what is left is decided by the engine, waited for on a thread of its own.
         Returns the function that waits for the answer (and raises what the engine raised)."""
@@ -255,7 +262,7 @@ class Gate:
 
         def decide() -> list[_Outcome]:
             eps = ps.entrypoints
-            rows = self._rows(b, missing, ctx, push_key, deadline, stream)
+            rows = self._rows(b, missing, ctx, push_key, deadline, streamed)
             for i, row in zip(missing, rows, strict=True):
                 m = ms[i]
                 out = _outcome(m, row, eps)
@@ -265,7 +272,7 @@ class Gate:
             return outs  # type: ignore[return-value]
 
         # The engine works in other processes: this one goes on with the schemas meanwhile.
-        return _background(decide)
+        return stream.background(decide)
 
     def _gatekeeper(self, b: Build, deadline: float) -> list[pv.Violation]:
         """Every Constraint against every object it matches, with Gatekeeper's input."""
@@ -323,7 +330,7 @@ class Gate:
                 found.extend(out)
         return found
 
-    def _run_inputs(self, inputs: list[dict[str, Any]] | policies.Feed, ctx: dict[str, Any],
+    def _run_inputs(self, inputs: list[dict[str, Any]] | feed.Feed, ctx: dict[str, Any],
                     eps: list[str] | None, deadline: float) -> _Rows:
         """The engine's rows for `inputs` (objects, or Gatekeeper reviews; or a feed of objects
         still being read, for an engine that takes one) within the deadline."""
@@ -332,7 +339,7 @@ class Gate:
         if left <= 0:
             raise GateTimeout(f"gate time limit of {self.config.timeout:.0f}s exceeded")
         try:
-            if isinstance(inputs, policies.Feed):
+            if isinstance(inputs, feed.Feed):
                 rows: _Rows = self.engine.evaluate_feed(  # type: ignore[attr-defined]
                     inputs, ctx, left, eps)
                 return rows
@@ -343,9 +350,9 @@ class Gate:
                               f"(policy evaluation)") from e
 
     def _rows(self, b: Build, indices: list[int], ctx: dict[str, Any], push_key: str,
-              deadline: float, stream: _Stream | None = None) -> _Rows:
+              deadline: float, streamed: stream.Stream | None = None) -> _Rows:
         """Policy results for the manifests at `indices`, from the row cache where the same
-        group of entry points was decided before, or from what `stream` decided on the same
+        group of entry points was decided before, or from what `streamed` decided on the same
         object while the tree was read."""
         ps = self._policy_set
         assert ps is not None
@@ -368,8 +375,8 @@ class Gate:
             missing = []
             for group, eps in groups:
                 cached = self._policy_rows.get(key(group, i)) if keep and eps and b.keys[i] else None
-                if cached is None and eps and group == "static" and stream is not None:
-                    cached = stream.row(b.manifests[i])
+                if cached is None and eps and group == "static" and streamed is not None:
+                    cached = streamed.row(b.manifests[i])
                     if cached is not None and keep and b.keys[i]:
                         _bounded(self._policy_rows)[key(group, i)] = cached
                 if cached is not None:
@@ -401,63 +408,6 @@ class Gate:
 
 
 _T = TypeVar("_T")
-
-
-class _Stream:
-    """A cold check's policy decisions, made while the build still reads files: each file's
-    objects go to the engine as soon as the file is parsed (the gate's two slowest phases,
-    parsing here and evaluating in the engine's workers, overlap), and `row` hands the answer
-    to the check for the object the build finally made. Only for rules that read nothing but
-    the object (their answer depends on it alone). An object is sent as it will most likely be
-    completed (the default namespace, if a built-in or unknown kind names none); whatever the
-    build makes of it in the end (the tree's CRDs decide a custom kind's scope) is used only if
-    it is that same object, and decided afresh otherwise."""
-
-    def __init__(self, gate: Gate, ps: policies.PolicySet, deadline: float) -> None:
-        self.feed = policies.Feed()
-        self._gate, self._ps = gate, ps
-        self._namespace = gate.config.build.default_namespace
-        self._sent: dict[str, list[tuple[dict[str, Any], int]]] = {}  # path -> (object, position)
-        self._next: dict[str, int] = {}  # path -> where the next `row` of it most likely is
-        self._count = 0
-        self._deadline = deadline
-        self._result: Callable[[], _Rows] | None = None  # the engine's work, once begun
-
-    def offer(self, ms: list[manifests.Manifest], keys: list[str]) -> None:
-        """Builder.build's `on_file`: the objects not decided before go to the engine."""
-        gate, version = self._gate, self._ps.version
-        rows, outcomes = gate._policy_rows, gate._outcomes
-        objs = []
-        for m, key in zip(ms, keys, strict=True):
-            obj = scopes.with_default_namespace(m.obj, self._namespace, {}) or m.obj
-            if key:
-                ns = _namespace(obj)
-                if ((key, m.path, ns, version, "") in outcomes
-                        or ("static", key, m.path, version, ns) in rows):
-                    continue
-            objs.append(obj)
-            self._sent.setdefault(m.path, []).append((obj, self._count))
-            self._count += 1
-        if objs and self._result is None:  # a check with nothing new never calls the engine
-            feed, eps, deadline = self.feed, list(self._ps.entrypoints), self._deadline
-            self._result = _background(lambda: gate._run_inputs(feed, {}, eps, deadline))
-        self.feed.put(objs)
-
-    def row(self, m: manifests.Manifest) -> list[tuple[str, Any]] | None:
-        """The engine's answer for `m.obj` if it was sent as it is (waits for the engine)."""
-        sent = self._sent.get(m.path)
-        if not sent:
-            return None
-        start = self._next.get(m.path, 0)
-        # in file order, as a rule: the next one first
-        first = (start,) if start < len(sent) else ()
-        for j in itertools.chain(first, range(len(sent))):
-            obj, position = sent[j]
-            if _same(obj, m.obj):
-                self._next[m.path] = j + 1
-                assert self._result is not None  # begun with the first object sent
-                return self._result()[position]
-        return None
 
 
 _gc_lock = threading.Lock()
@@ -495,20 +445,6 @@ def _namespace(obj: dict[str, Any]) -> str:
     return ns if isinstance(ns, str) else ""
 
 
-def _same(a: Any, b: Any) -> bool:
-    """Whether two parsed values are the same JSON value, types included (Python's `==` takes
-    1, 1.0 and True for one another; a policy need not). Fast for a copy that shares its parts."""
-    if a is b:
-        return True
-    if type(a) is not type(b):
-        return False
-    if type(a) is dict:
-        return bool(a.keys() == b.keys() and all(_same(v, b[k]) for k, v in a.items()))
-    if type(a) is list:
-        return len(a) == len(b) and all(_same(x, y) for x, y in zip(a, b, strict=True))
-    return bool(a == b)
-
-
 _CLEAN: _Outcome = ((), ())
 
 
@@ -517,20 +453,6 @@ def _outcome(m: manifests.Manifest, row: Sequence[tuple[str, Any]], eps: Sequenc
         return _CLEAN
     result = policies.outcome(row, eps, path=m.path, ref=m.ref, line_of=m.line_of)
     return tuple(result.violations), tuple(result.exceptions)
-
-
-def _background(func: Callable[[], _T]) -> Callable[[], _T]:
-    """`func` started on a thread now; returns what waits for its result (or its exception)."""
-    future: Future[_T] = Future()
-
-    def run() -> None:
-        try:
-            future.set_result(func())
-        except BaseException as e:  # handed to the caller, who raises it
-            future.set_exception(e)
-
-    threading.Thread(target=run, name="gate-policies", daemon=True).start()
-    return future.result
 
 
 def _crd_key(crds: Sequence[dict[str, Any]]) -> str:

@@ -21,6 +21,7 @@ import pytest
 
 from pushgate.gate import embedded, policies
 from pushgate.gate.embedded import EmbeddedEngine
+from pushgate.gate.feed import Feed
 from tests.bed import samples
 
 ROOT = Path(__file__).resolve().parents[2]
@@ -132,7 +133,7 @@ def test_a_feed_filled_while_the_engine_works_equals_the_whole_batch(
     objs = objects() * (embedded.PARALLEL_MIN // len(objects()) + 2)
     whole = EmbeddedEngine(policy_set, workers=1)
     fed = EmbeddedEngine(policy_set, workers=workers)
-    feed = policies.Feed()
+    feed = Feed()
     taken_early: list[int] = []
 
     def produce() -> None:
@@ -160,7 +161,7 @@ def test_a_feed_filled_while_the_engine_works_equals_the_whole_batch(
 
 def test_a_feed_hands_out_whole_parts_in_order_and_drops_what_was_not_taken_when_cancelled(
         ) -> None:
-    feed = policies.Feed()
+    feed = Feed()
     feed.put([{"n": i} for i in range(5)])
     assert feed.take(0, 3) == ([{"n": 0}, {"n": 1}, {"n": 2}], False)
     assert feed.take(3, 3) == ([], False)  # open, and not a whole part yet: nothing
@@ -176,7 +177,7 @@ def test_a_feed_hands_out_whole_parts_in_order_and_drops_what_was_not_taken_when
     assert time.monotonic() - t < 1
     assert feed.take(6, 3) == ([{"n": 6}], True)  # closed: the rest
     assert feed.take(7, 3) == ([], True)
-    cancelled = policies.Feed()
+    cancelled = Feed()
     cancelled.put([{"n": i} for i in range(5)])
     assert cancelled.take(0, 2) == ([{"n": 0}, {"n": 1}], False)
     assert cancelled.take(2, 4) == ([], False)  # asked, not given: not taken

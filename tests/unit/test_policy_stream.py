@@ -18,8 +18,9 @@ import pytest
 
 from pushgate.build.sources import MODE_FILE, Entry
 from pushgate.gate import gate as gatemod
-from pushgate.gate import policies
+from pushgate.gate import policies, stream
 from pushgate.gate.embedded import EmbeddedEngine
+from pushgate.gate.feed import Feed
 
 # Every object is reported with the namespace the policy saw, so a decision made for another
 # form of the object shows in the report.
@@ -100,7 +101,7 @@ class Spy:
         self.listed.extend(o["metadata"]["name"] for o in objects)
         return self.engine.evaluate(objects, push, timeout, entrypoints)
 
-    def evaluate_feed(self, feed: policies.Feed, push: dict[str, Any], timeout: float,
+    def evaluate_feed(self, feed: Feed, push: dict[str, Any], timeout: float,
                       entrypoints: Sequence[str] | None = None) -> list[list[tuple[str, Any]]]:
         self.feeds += 1
         return self.engine.evaluate_feed(feed, push, timeout, entrypoints)
@@ -175,8 +176,8 @@ def test_a_check_that_fails_while_reading_leaves_the_engine_usable(
     ({"v": float("nan")}, {"v": float("nan")}, False),  # never taken for the same: decided again
 ])
 def test_an_answer_is_reused_only_for_the_same_json_value(a: Any, b: Any, same: bool) -> None:
-    assert gatemod._same(a, b) is same
+    assert stream.same(a, b) is same
     shared = {"spec": a, "metadata": {"name": "x"}}
     copy = {**shared, "metadata": {**shared["metadata"], "namespace": "n"}}
-    assert gatemod._same(shared, copy) is False
-    assert gatemod._same(copy, {**copy}) is True
+    assert stream.same(shared, copy) is False
+    assert stream.same(copy, {**copy}) is True
