@@ -14,7 +14,7 @@ import os
 import secrets
 import shutil
 import time
-from collections.abc import Sequence
+from collections.abc import Container, Sequence
 from typing import Any
 
 from dulwich.object_store import DiskObjectStore
@@ -50,6 +50,7 @@ class Quarantine:
         os.rename(making, self.path)
         self.store = DiskObjectStore(self.path, alternates=[objects_dir])
         self.view: Any = self.store  # what the checks read: the store, or a ReadAhead of it
+        self.pushed: Container[bytes] = ()  # objects known to be in the store: those read ahead
 
     def packs(self) -> list[str]:
         pack_dir = os.path.join(self.path, "pack")
@@ -60,7 +61,8 @@ class Quarantine:
         packs = list(self.store.packs)
         if sum(len(p) for p in packs) >= READ_AHEAD_MIN:
             faults.fail("read-ahead")
-            self.view = ReadAhead(self.store, packs, READ_AHEAD_MAX_BYTES, READ_AHEAD_MAX_OBJECT)
+            ahead = ReadAhead(self.store, packs, READ_AHEAD_MAX_BYTES, READ_AHEAD_MAX_OBJECT)
+            self.view, self.pushed = ahead, ahead.held
 
     def migrate(self) -> None:
         """Move every pack into the repository: data files first, the `.idx` last, because the

@@ -403,8 +403,7 @@ class GatedReceivePackHandler(ReceivePackHandler):
             if u.new not in store:
                 problems[u.ref] = (Refusal.INCOMPLETE, "pushgate: pushed object missing from the pack")
                 continue
-            missing = history.missing_objects(store, self.repo.object_store, u.new,
-                                              getattr(store, "held", ()))
+            missing = history.missing_objects(store, self.repo.object_store, u.new, q.pushed)
             if missing:
                 problems[u.ref] = (Refusal.INCOMPLETE,
                                    f"pushgate: incomplete push, missing object {missing.decode()}")
