@@ -50,12 +50,12 @@ WORKERS = 2  # tests.bed.server starts gunicorn with two workers
 WARM = re.compile(r"gate warm: (\S+) at ([0-9a-f]{40}) \(worker (\d+)")
 
 
-def wait_warm(server: Any, head: str, timeout: float = 600.0) -> float:
+def wait_warm(server: Any, head: str, timeout: float = 600.0, workers: int = WORKERS) -> float:
     """Seconds until every worker has logged that its gate holds `head` (see gitserver/warmup)."""
     t0 = time.perf_counter()
     while time.perf_counter() - t0 < timeout:
         pids = {m.group(3) for m in WARM.finditer(server.log()) if m.group(2) == head}
-        if len(pids) >= WORKERS:
+        if len(pids) >= workers:
             return time.perf_counter() - t0
         time.sleep(0.1)
     raise RuntimeError(f"the server's workers did not all warm up to {head} within {timeout:.0f}s")

@@ -1,24 +1,26 @@
 """How many clients one pushgate pod holds: concurrent clones and pushes, p50 / p99 / errors per
 concurrency level, next to C git's http-backend behind the same front.
 
-One `pushgate serve` (defaults: 2 workers x 32 threads behind the buffering front) with an
-N-file repository. At each level C, C clients run at once, each doing `repeats` operations:
-half of them `git clone --no-checkout`, the other half a one-file push to a branch of its own
-(through the gate). The same clones are run against C git's `git http-backend` (bench.cgibridge)
-behind a second instance of pushgate's front, so both sides pay the same proxy. Every level also
-keeps `--slow-heads` connections trickling their request heads open the whole time (the attack
-of issue 13). Reported: per level and side, operations, errors, p50 and p99 seconds; "holds" is
-the highest level with no error and a clone p99 under 10 s.
+One `pushgate serve` per `--workers` count (default 1 and 2 worker processes, 32 threads each,
+behind the buffering front) with an N-file repository. At each level C, C clients run at once,
+each doing `repeats` operations: half of them `git clone --no-checkout`, the other half a
+one-file push to a branch of its own (through the gate). The same clones are run against C
+git's `git http-backend` (bench.cgibridge) behind a second instance of pushgate's front, so both
+sides pay the same proxy. Every level also keeps `--slow-heads` connections trickling their
+request heads open against every server the whole time (the attack of issue 13). Reported: per
+level and side, operations, errors, p50 and p99 seconds; "holds" is the highest level with no
+error and a p99 under 10 s.
 """
 
 from __future__ import annotations
 
+import functools
 import shutil
 import socket
 import tempfile
 import threading
 import time
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 from typing import Any
@@ -47,26 +49,31 @@ def main(argv: Sequence[str] | None = None) -> dict[str, Any]:
     args = common.parser(NAME, __doc__, 1000, 4)
     args.add_argument("--levels", default=",".join(map(str, LEVELS)), help="concurrency levels")
     args.add_argument("--slow-heads", type=int, default=200, help="trickling connections kept open")
+    args.add_argument("--workers", default="1,2", help="server worker counts, one server each "
+                      "(default 1,2: the default and the test bed's)")
     opts = args.parse_args(argv)
     command = common.command_line(NAME, argv)
     started_load = common.load_average()
     levels = [int(x) for x in opts.levels.split(",")]
+    counts = [int(x) for x in opts.workers.split(",")]
     from tests.bed import procs
     from tests.bed.gitcli import Git
     from tests.bed.server import make_server
 
-    results: dict[str, dict[int, dict[str, Any]]] = {"pushgate clone": {}, "pushgate push": {},
-                                                      "git http-backend clone": {}}
+    sides = [f"pushgate {op} ({n} worker{'s' if n > 1 else ''})" for n in counts for op in ("clone", "push")]
+    results: dict[str, dict[int, dict[str, Any]]] = {s: {} for s in [*sides, "git http-backend clone"]}
     with tempfile.TemporaryDirectory(prefix="bench-load-") as tmp:
         work = Path(opts.workdir or tmp)
         git = Git(work / "git-home")
         src = git.init(work / "src")
         git.write(src, dict(small_files(opts.size)))
         git.commit_all(src, "corpus")
-        server = make_server(work / "server", "--gate-timeout=600")
+        servers = [make_server(work / f"server-{n}", "--gate-timeout=600", f"--workers={n}") for n in counts]
+        server = servers[0]
         stop = threading.Event()
         try:
-            git.run("push", "-q", server.url("writer"), "HEAD:refs/heads/main", cwd=src, timeout=1800)
+            for s in servers:
+                git.run("push", "-q", s.url("writer"), "HEAD:refs/heads/main", cwd=src, timeout=1800)
             port, front_port = procs.free_port(), procs.free_port()
             bridge = procs.REGISTRY.start(
                 "cgibridge", [str(common.ROOT / common.PYTHON), "-m", "bench.cgibridge",
@@ -80,7 +87,7 @@ def main(argv: Sequence[str] | None = None) -> dict[str, Any]:
             procs.wait_until(lambda: git.run("ls-remote", c_url, check=False).returncode == 0, 30,
                              "C git behind the front", on_timeout=bridge.tail)
             for _ in range(opts.slow_heads):
-                for p in (server.port, front_port):
+                for p in (*(s.port for s in servers), front_port):
                     threading.Thread(target=_trickle, args=(p, stop), daemon=True).start()
             counter = iter(range(10**9))
 
@@ -93,20 +100,23 @@ def main(argv: Sequence[str] | None = None) -> dict[str, Any]:
                     shutil.rmtree(dest, ignore_errors=True)
                 return time.perf_counter() - t0
 
-            def push(n: int) -> float:
+            def push(url: str, n: int) -> float:
                 repo = git.init(work / f"p-{next(counter)}")
                 git.write(repo, {f"b{n}.yaml": small_files(1)["files/d000/cm-00000.yaml"]})
                 git.commit_all(repo, "one file")
                 t0 = time.perf_counter()
-                git.run("push", "-q", server.url("writer"), f"HEAD:refs/heads/load-{n}", cwd=repo,
-                        timeout=300)
+                git.run("push", "-q", url, f"HEAD:refs/heads/load-{n}", cwd=repo, timeout=300)
                 shutil.rmtree(repo, ignore_errors=True)
                 return time.perf_counter() - t0
 
+            ops: list[tuple[str, Callable[[int], float]]] = []
+            for s, (clone_side, push_side) in zip(servers, zip(sides[::2], sides[1::2], strict=True),
+                                                  strict=True):
+                ops.append((clone_side, functools.partial(lambda u, i: clone(u), s.url("reader"))))
+                ops.append((push_side, functools.partial(push, s.url("writer"))))
+            ops.append(("git http-backend clone", lambda i: clone(c_url)))
             for level in levels:
-                for side, op in (("pushgate clone", lambda i: clone(server.url("reader"))),
-                                 ("pushgate push", push),
-                                 ("git http-backend clone", lambda i: clone(c_url))):
+                for side, op in ops:
                     ok: list[float] = []
                     errors = 0
                     with ThreadPoolExecutor(level) as pool:
@@ -126,7 +136,8 @@ def main(argv: Sequence[str] | None = None) -> dict[str, Any]:
                           f"p50 {r['p50']:.3f} s, p99 {r['p99']:.3f} s", flush=True)
         finally:
             stop.set()
-            server.stop()
+            for s in servers:
+                s.stop()
             procs.REGISTRY.stop_all()
 
     def holds(side: str) -> int:
@@ -143,9 +154,9 @@ def main(argv: Sequence[str] | None = None) -> dict[str, Any]:
         "",
         common.table(["side", "clients", "ops", "errors", "p50 s", "p99 s"], rows),
         "",
-        f"**holds** (no error, clone p99 < 10 s): pushgate clones {holds('pushgate clone')} "
-        f"clients, pushgate pushes {holds('pushgate push')}, git http-backend clones "
-        f"{holds('git http-backend clone')} (levels tried: {', '.join(map(str, levels))}).",
+        "**holds** (no error, p99 < 10 s): " + ", ".join(f"{side} {holds(side)} clients"
+                                                          for side in results)
+        + f" (levels tried: {', '.join(map(str, levels))}).",
     ])
     print()
     print(text)

@@ -100,31 +100,27 @@ def snapshot(root: int) -> list[dict[str, Any]]:
         except OSError:
             continue
         rows.append({"pid": pid, "role": _role(pid, root), "rss_mb": _kb(st.get("VmRSS", "")) / 1024,
-                     "hwm_mb": _kb(st.get("VmHWM", "")) / 1024, "pss_mb": _pss_kb(pid) / 1024})
+                     "hwm_mb": _kb(st.get("VmHWM", "")) / 1024, "pss_mb": _pss_kb(pid) / 1024,
+                     "anon_mb": _kb(st.get("RssAnon", "")) / 1024})
     return rows
 
 
-def main(argv: Sequence[str] | None = None) -> dict[str, Any]:
-    parser = common.parser(NAME, __doc__, 5000, CLONES)
-    parser.add_argument("--pushes", type=int, default=PUSHES, help=f"10-file pushes after the clones "
-                        f"(default {PUSHES})")
-    opts = parser.parse_args(argv)
-    command = common.command_line(NAME, argv)
-    started_load = common.load_average()
+def _measure(opts: Any, workers: int) -> tuple[dict[str, list[dict[str, Any]]], dict[str, Any]]:
+    """Snapshots of one server with `workers` workers through the whole run."""
     from tests.bed import procs
     from tests.bed.gitcli import Git
     from tests.bed.server import make_server
 
     snaps: dict[str, list[dict[str, Any]]] = {}
     with tempfile.TemporaryDirectory(prefix="bench-rss-") as tmp:
-        work = Path(opts.workdir or tmp)
+        work = Path(opts.workdir or tmp) / f"workers-{workers}"
         work.mkdir(parents=True, exist_ok=True)
         git = Git(work / "git-home")
         repo = git.init(work / "repo")
         files = corpus.generate(opts.size)
         corpus.write(repo, files)
         head = git.commit_all(repo, "initial")
-        server = make_server(work / "server", "--gate-timeout=600")
+        server = make_server(work / "server", "--gate-timeout=600", f"--workers={workers}")
         try:
             assert server.proc is not None
             root = server.proc.pid
@@ -140,7 +136,7 @@ def main(argv: Sequence[str] | None = None) -> dict[str, Any]:
                 git.run("clone", "-q", "--no-checkout", server.url("reader"), str(dest), timeout=1800)
                 if git.rev_parse(dest, "HEAD") != head:
                     raise RuntimeError(f"clone {i} did not get {head}")
-            warm_s = wait_warm(server, head)
+            warm_s = wait_warm(server, head, workers=workers)
             snaps[f"after push + {opts.repeats} clones"] = snapshot(root)
             for n in range(1, opts.pushes + 1):
                 git.write(repo, corpus.mutate(files, n))
@@ -151,7 +147,11 @@ def main(argv: Sequence[str] | None = None) -> dict[str, Any]:
         finally:
             server.stop()
             procs.REGISTRY.stop_all()
+    return snaps, {"push_s": push_s, "warm_s": warm_s, "files": len(files)}
 
+
+def _report(opts: Any, workers: int, snaps: dict[str, list[dict[str, Any]]],
+            info: dict[str, Any]) -> tuple[str, float, str]:
     final_name = f"after push + {opts.repeats} clones"
     final = snaps[final_name]
     total = sum(r["rss_mb"] for r in final)
@@ -161,43 +161,71 @@ def main(argv: Sequence[str] | None = None) -> dict[str, Any]:
         base_key = f"after {GROWTH_FROM} more pushes"
         if base_key not in snaps:
             base_key = final_name
-        base_mb = sum(r["rss_mb"] for r in snaps[base_key])
-        end_mb = sum(r["rss_mb"] for r in snaps[later[-1]])
-        growth = end_mb - base_mb
+        def total_of(key: str, field: str) -> float:
+            return sum(r[field] for r in snaps[key])
+        growth = total_of(later[-1], "rss_mb") - total_of(base_key, "rss_mb")
+        anon = total_of(later[-1], "anon_mb") - total_of(base_key, "anon_mb")
         growth_line = (f"**growth {base_key.removeprefix('after ')} -> {later[-1].removeprefix('after ')}: "
                        f"{growth:+.1f} MB** (target <= {GROWTH_MB:.0f} MB: "
-                       f"{common.verdict(growth, GROWTH_MB)})")
-    summary = [[name, len(rows), sum(r["rss_mb"] for r in rows), sum(r["pss_mb"] for r in rows),
-                sum(r["hwm_mb"] for r in rows)] for name, rows in snaps.items()]
-    per_proc = [[r["pid"], r["role"], r["rss_mb"], r["pss_mb"], r["hwm_mb"]] for r in final]
+                       f"{common.verdict(growth, GROWTH_MB)}); of it anonymous memory {anon:+.1f} MB, "
+                       f"the rest file pages mapped (the repository's pack files, which come and go "
+                       f"as small packs are merged)")
+    summary = [[name, len(rows), sum(r["rss_mb"] for r in rows), sum(r["anon_mb"] for r in rows),
+                sum(r["pss_mb"] for r in rows), sum(r["hwm_mb"] for r in rows)]
+               for name, rows in snaps.items()]
+    header = ["pid", "process", "VmRSS MB", "RssAnon MB", "PSS MB", "VmHWM MB"]
+
+    def rows_of(key: str) -> list[list[Any]]:
+        return [[r["pid"], r["role"], r["rss_mb"], r["anon_mb"], r["pss_mb"], r["hwm_mb"]]
+                for r in snaps[key]]
+    plural = "s" if workers > 1 else ""
     text = "\n".join([
-        f"{len(files)} manifests (the bench.gate_full corpus) pushed once ({push_s:.1f} s, through the "
-        f"gate), then {opts.repeats} clones (every worker's gate warm {warm_s:.1f} s after the "
-        f"clones), then {opts.pushes} pushes of 10 changed files. Server: "
-        f"`pushgate serve` as the test bed starts it (the buffering front, gunicorn with 2 workers, "
-        f"each with its embedded policy engine).",
+        f"### {workers} worker{plural}",
         "",
-        common.table(["when", "processes", "sum VmRSS MB", "sum PSS MB", "sum VmHWM (peaks) MB"], summary),
+        f"{info['files']} manifests (the bench.gate_full corpus) pushed once ({info['push_s']:.1f} s, "
+        f"through the gate), then {opts.repeats} clones (every worker's gate warm "
+        f"{info['warm_s']:.1f} s after the clones), then {opts.pushes} pushes of 10 changed files. "
+        f"Server: `pushgate serve --workers={workers}` as the test bed starts it otherwise (the "
+        f"buffering front, gunicorn with {workers} worker{plural}, each with its embedded policy engine).",
+        "",
+        common.table(["when", "processes", "sum VmRSS MB", "sum RssAnon MB", "sum PSS MB",
+                      "sum VmHWM (peaks) MB"], summary),
         "",
         f"Per process, {final_name}:",
         "",
-        common.table(["pid", "process", "VmRSS MB", "PSS MB", "VmHWM MB"], per_proc),
-        *([] if not later else [
-            "", f"Per process, {later[-1]}:", "",
-            common.table(["pid", "process", "VmRSS MB", "PSS MB", "VmHWM MB"],
-                         [[r["pid"], r["role"], r["rss_mb"], r["pss_mb"], r["hwm_mb"]]
-                          for r in snaps[later[-1]]])]),
+        common.table(header, rows_of(final_name)),
+        *([] if not later else ["", f"Per process, {later[-1]}:", "",
+                                common.table(header, rows_of(later[-1]))]),
         "",
-        f"**sum VmRSS = {total:.0f} MB** (target <= {TARGET_MB:.0f} MB: {common.verdict(total, TARGET_MB)}); "
-        f"sum PSS = {sum(r['pss_mb'] for r in final):.0f} MB",
+        f"**{workers} worker{plural}: sum VmRSS = {total:.0f} MB** (target <= {TARGET_MB:.0f} MB: "
+        f"{common.verdict(total, TARGET_MB)}); sum PSS = {sum(r['pss_mb'] for r in final):.0f} MB",
         "",
         growth_line,
     ])
-    print()
-    print(text)
+    return text, total, growth_line
+
+
+def main(argv: Sequence[str] | None = None) -> dict[str, Any]:
+    parser = common.parser(NAME, __doc__, 5000, CLONES)
+    parser.add_argument("--pushes", type=int, default=PUSHES, help=f"10-file pushes after the clones "
+                        f"(default {PUSHES})")
+    parser.add_argument("--workers", default="1,2", help="server worker counts, one run each (default "
+                        "1,2: `pushgate serve`'s default and the test bed's)")
+    opts = parser.parse_args(argv)
+    command = common.command_line(NAME, argv)
+    started_load = common.load_average()
+    parts, out = [], {}
+    for workers in (int(x) for x in opts.workers.split(",")):
+        snaps, info = _measure(opts, workers)
+        text, total, growth = _report(opts, workers, snaps, info)
+        print()
+        print(text)
+        parts.append(text)
+        out[workers] = {"size": info["files"], "rss_mb": total, "snapshots": snaps, "growth": growth}
     common.write_section(opts.results, NAME, common.section(
-        NAME, "server RSS serving a pushed and cloned repository", command, text, started_load))
-    return {"size": len(files), "rss_mb": total, "snapshots": snaps, "growth": growth_line}
+        NAME, "server RSS serving a pushed and cloned repository", command, "\n\n".join(parts),
+        started_load))
+    return out
 
 
 if __name__ == "__main__":

@@ -77,10 +77,15 @@ def test_load(tmp_path: Path) -> None:
 def test_rss(tmp_path: Path) -> None:
     results = tmp_path / "RESULTS.md"
     out = rss.main(["--size", "50", "--repeats", "1", "--pushes", "2", "--results", str(results)])
-    assert _finite(out["rss_mb"])
-    assert len(out["snapshots"]) == 4  # start, push, clones, after the 2 pushes
-    assert "sum VmRSS" in _section(results, "rss")
-    assert "growth" in out["growth"] and "growth" in _section(results, "rss")
+    assert set(out) == {1, 2}  # one run per worker count: the default and the test bed's
+    for workers, run in out.items():
+        assert _finite(run["rss_mb"])
+        assert len(run["snapshots"]) == 4  # start, push, clones, after the 2 pushes
+        # the master, the front, and per worker its process and its policy engine
+        assert all(len(rows) == 2 + 2 * workers for rows in run["snapshots"].values())
+        assert "growth" in run["growth"]
+    text = _section(results, "rss")
+    assert "1 worker: sum VmRSS" in text and "2 workers: sum VmRSS" in text and "anonymous" in text
 
 
 @pytest.mark.cluster
