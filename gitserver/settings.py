@@ -29,7 +29,7 @@ class Settings:
     live_check: str = "off"  # resolved from config.gate.liveCheck: required | best-effort | off
     run_dir: str = ""  # where the reconciler's live socket and token are (default DATA/run)
     max_pack_bytes: int = 100 * 1024 * 1024
-    workers: int = 2
+    workers: int = 1  # see `pushgate serve --help`: one cache and one engine, half the memory
     threads: int = 32
     request_timeout: float = 120.0
     head_timeout: float = 10.0  # seconds a connection has to send its request head (the front)

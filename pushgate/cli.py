@@ -95,7 +95,11 @@ def _parser() -> argparse.ArgumentParser:
                    help="seconds the gate (live check included) may take per push (default 30)")
     s.add_argument("--body-timeout", default=_env("BODY_TIMEOUT", "60"),
                    help="seconds a request body may take, plus 1 s per 16 KiB received (slow clients)")
-    s.add_argument("--workers", default=_env("WORKERS", "2"), help="server worker processes (default 2)")
+    s.add_argument("--workers", default=_env("WORKERS", "1"),
+                   help="server worker processes (default 1). Each holds its own gate caches and "
+                        "policy engine and checks every push (the others warm up in the background): "
+                        "about 130 MB more per worker at 5,000 manifests, for more clones served at "
+                        "once (bench/RESULTS.md, rss and load)")
     s.add_argument("--threads", default=_env("THREADS", "32"),
                    help="threads per worker (default 32; idle connections hold none)")
     s.add_argument("--head-timeout", default=_env("HEAD_TIMEOUT", "10"),

@@ -17,6 +17,8 @@ import time
 from collections.abc import Callable
 from pathlib import Path
 
+import pytest
+
 from pushgate import datadir
 from tests.bed import samples
 from tests.bed.gitcli import Git
@@ -49,9 +51,10 @@ def _slow_head(port: int, answers: list[bytes], stop: threading.Event) -> None:
         sock.close()
 
 
+@pytest.mark.parametrize("workers", [1, 2])  # `pushgate serve`'s default, and the test bed's
 def test_slow_heads_and_waiting_pushes_do_not_take_the_remote(
-        git: Git, server_factory: Callable[..., Server], tmp_path: Path) -> None:
-    server = server_factory(env={"PUSHGATE_HEAD_TIMEOUT": str(HEAD_TIMEOUT)})
+        git: Git, server_factory: Callable[..., Server], tmp_path: Path, workers: int) -> None:
+    server = server_factory(f"--workers={workers}", env={"PUSHGATE_HEAD_TIMEOUT": str(HEAD_TIMEOUT)})
     work = git.init(tmp_path / "work")
     git.write(work, {"ns.yaml": samples.namespace(), "cm.yaml": samples.configmap()})
     git.commit_all(work, "seed")
