@@ -7,6 +7,7 @@ fork; repository recovery runs once in the master before any worker starts.
 from __future__ import annotations
 
 import contextlib
+import ctypes
 import os
 import tempfile
 from collections.abc import Callable
@@ -42,8 +43,31 @@ def backend_socket(run_dir: str) -> str:
     return path
 
 
+# glibc gives each thread that allocates its own malloc arena (up to 8 per core), and memory
+# freed in one arena is not reused by the others: a worker whose request threads take turns kept
+# growing by fragments, push after push (bench/RESULTS.md, rss). Two arenas, as
+# MALLOC_ARENA_MAX=2 in the environment would give; the GIL serialises most allocation anyway.
+M_ARENA_MAX = -8  # mallopt's parameter number (malloc.h)
+MALLOC_ARENAS = 2
+
+
+def limit_malloc_arenas(arenas: int = MALLOC_ARENAS) -> bool:
+    """Cap glibc's malloc arenas for this process and the workers it forks. False where the C
+    library is not glibc, or MALLOC_ARENA_MAX in the environment has chosen already."""
+    if os.environ.get("MALLOC_ARENA_MAX"):
+        return False
+    try:
+        mallopt = ctypes.CDLL(None).mallopt
+    except (OSError, AttributeError):
+        return False
+    mallopt.argtypes = [ctypes.c_int, ctypes.c_int]
+    mallopt.restype = ctypes.c_int
+    return bool(mallopt(M_ARENA_MAX, arenas))
+
+
 def serve(settings: Settings, factory: Callable[[], Any],
           on_starting: Callable[[], None] | None = None, bind: str | None = None) -> None:
+    limit_malloc_arenas()  # before gunicorn forks its workers, which inherit it
     options = {
         "bind": bind or settings.listen, "workers": settings.workers, "threads": settings.threads,
         "worker_class": "gthread", "timeout": int(settings.request_timeout),
