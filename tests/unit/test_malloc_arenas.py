@@ -68,3 +68,22 @@ def test_an_explicit_environment_setting_is_left_alone(monkeypatch: pytest.Monke
 
     monkeypatch.setenv("MALLOC_ARENA_MAX", "4")
     assert wsgi.limit_malloc_arenas() is False
+
+
+def test_serve_caps_before_gunicorn_forks(monkeypatch: pytest.MonkeyPatch, tmp_path: Path) -> None:
+    from gitserver import wsgi
+    from gitserver.settings import Settings
+
+    calls: list[object] = []
+    monkeypatch.setattr(wsgi, "limit_malloc_arenas", lambda: calls.append("cap") or True)
+
+    class Gunicorn:  # stands in for gunicorn's arbiter: records when it would fork
+        def __init__(self, factory: object, options: dict[str, object]) -> None:
+            calls.append(("arbiter", options["workers"]))
+
+        def run(self) -> None:
+            calls.append("fork workers")
+
+    monkeypatch.setattr(wsgi, "_Server", Gunicorn)
+    wsgi.serve(Settings(data_dir=str(tmp_path)), lambda: None, bind="unix:/nonexistent.sock")
+    assert calls == ["cap", ("arbiter", 1), "fork workers"]  # one worker unless told otherwise
