@@ -7,7 +7,9 @@ wants (a clone), asked for no filter and no shallow history, speaks `ofs-delta`,
 repository's packs hold exactly the objects reachable from what it wants -- nothing else --
 the packs' entries are sent as they are, one after the other, under one
 header and one checksum: a valid pack (an OFS_DELTA's base is at the same distance in the
-stream as in its own pack; a REF_DELTA names its base, which is in the stream).
+stream as in its own pack; a REF_DELTA names its base, which is in the stream). An object two
+packs hold is sent once; where leaving the other copy out would change such a distance, that
+pack's OFS_DELTAs go out as REF_DELTAs (see `plan`).
 
 "Exactly" matters: objects a refused push never stored are not there anyway, but those of a
 deleted or rewritten branch may still be in a pack, and a clone must not hand them out; such a
@@ -24,7 +26,7 @@ import os
 import struct
 import threading
 from collections.abc import Callable, Iterable, Sequence
-from typing import Any
+from typing import Any, NamedTuple, TypeAlias
 
 CHUNK = 1 << 16
 _cache: dict[tuple[frozenset[bytes], tuple[tuple[str, int, int], ...]], bool] = {}
@@ -96,11 +98,20 @@ def sha_to_hex(raw: bytes) -> bytes:
     return raw.hex().encode() if len(raw) == 20 else raw
 
 
-_OFS_DELTA = 6
+_OFS_DELTA, _REF_DELTA = 6, 7
 
 
-def _entries(mm: Any, idx: Any) -> list[tuple[int, int, bytes, int | None]]:
-    """(offset, end, sha, base offset of an OFS_DELTA or None) of each entry, in pack order."""
+class _Entry(NamedTuple):
+    off: int  # where the entry starts in its pack
+    end: int  # where the next one starts (or the trailing checksum)
+    sha: bytes  # the object's name as the index holds it (binary)
+    base: int | None  # an OFS_DELTA's base offset
+    data: int  # where the entry's data starts: after the header (and an OFS_DELTA's offset)
+    size_end: int  # where the header's type-and-size varint ends
+
+
+def _entries(mm: Any, idx: Any) -> list[_Entry]:
+    """Every entry of a pack, in pack order."""
     rows = sorted((off, sha) for sha, off, _crc in idx.iterentries())
     out = []
     end_of_entries = len(mm) - 20
@@ -112,6 +123,7 @@ def _entries(mm: Any, idx: Any) -> list[tuple[int, int, bytes, int | None]]:
         while byte & 0x80:  # the size varint
             pos += 1
             byte = mm[pos]
+        size_end = pos + 1
         base = None
         if kind == _OFS_DELTA:
             pos += 1
@@ -122,22 +134,31 @@ def _entries(mm: Any, idx: Any) -> list[tuple[int, int, bytes, int | None]]:
                 byte = mm[pos]
                 rel = ((rel + 1) << 7) | (byte & 0x7F)
             base = off - rel
-        out.append((off, end, sha_to_hex(sha), base))
+        out.append(_Entry(off, end, sha, base, pos + 1, size_end))
     return out
 
 
+# A part of the stream: `prefix` (a rewritten entry header, or nothing), then the pack's bytes
+# from `start` to `end`.
+Part: TypeAlias = tuple[bytes, int, int]
+
+
 def plan(files: Sequence[str], object_format: Any = None, handles: dict[str, Any] | None = None,
-         ) -> tuple[list[tuple[str, list[tuple[int, int]]]], int] | None:
-    """The byte ranges to send of each pack, each object once, and how many objects: an entry
-    whose object an earlier pack already holds (dulwich completes a thin pack by appending its
-    bases) is left out. None when that cannot be done without breaking a delta of its own pack
-    (one refers to it, or spans it, by offset): the caller serves the clone another way. Reads
-    the packs through `handles` (path -> open file) where given."""
+         ) -> tuple[list[tuple[str, list[Part]]], int] | None:
+    """The parts to send of each pack, each object once, and how many objects. An entry whose
+    object an earlier pack already holds (dulwich completes a thin pack by appending its bases;
+    a branch pushed from an unrelated clone brings files the repository has) is left out.
+    Leaving one out moves what follows it closer to what precedes it, which breaks an OFS_DELTA
+    of the same pack that reaches across it: in such a pack every OFS_DELTA kept is sent as a
+    REF_DELTA instead (the same data, its base named by id; the base is in the stream, kept
+    here or sent from an earlier pack), which `git index-pack` and `unpack-objects` resolve
+    wherever the base is. None when a pack is not one this can read. Reads the packs through
+    `handles` (path -> open file) where given."""
     import mmap
 
     from dulwich.pack import load_pack_index
 
-    plans: list[tuple[str, list[tuple[int, int]]]] = []
+    plans: list[tuple[str, list[Part]]] = []
     sent: set[bytes] = set()
     total = 0
     for f in files:
@@ -151,24 +172,30 @@ def plan(files: Sequence[str], object_format: Any = None, handles: dict[str, Any
                 entries = _entries(mm, idx)
             finally:
                 idx.close()
-        deltas = [(off, b) for off, _, _, b in entries if b is not None]
-        bases = {b for _, b in deltas}
-        ranges: list[tuple[int, int]] = []
-        for off, end, sha, _base in entries:
-            if sha in sent:
-                # Leaving an entry out moves what follows it closer to what precedes it: only
-                # when no delta after it has its base before it (an OFS_DELTA's distance) --
-                # thin-pack completion appends its bases at the end, where that holds.
-                if off in bases or any(b < off < d for d, b in deltas):
-                    return None
-                continue
-            sent.add(sha)
-            total += 1
-            if ranges and ranges[-1][1] == off:
-                ranges[-1] = (ranges[-1][0], end)
-            else:
-                ranges.append((off, end))
-        plans.append((f, ranges))
+            left_out = [e.off for e in entries if e.sha in sent]
+            deltas = [(e.off, e.base) for e in entries if e.base is not None]
+            bases = {b for _, b in deltas}
+            # Thin-pack completion appends its bases at the end, where leaving them out moves
+            # nothing an offset spans: those packs are sent as they are, but for the repeats.
+            rewrite = any(off in bases or any(b < off < d for d, b in deltas) for off in left_out)
+            names = {e.off: e.sha for e in entries} if rewrite else {}
+            parts: list[Part] = []
+            for e in entries:
+                if e.sha in sent:
+                    continue
+                sent.add(e.sha)
+                total += 1
+                if rewrite and e.base is not None:
+                    base = names.get(e.base)
+                    if base is None:
+                        return None  # no entry starts there: not a pack this can read
+                    head = bytes([(mm[e.off] & 0x8F) | (_REF_DELTA << 4)]) + mm[e.off + 1:e.size_end]
+                    parts.append((head + base, e.data, e.end))
+                elif parts and not parts[-1][0] and parts[-1][2] == e.off:
+                    parts[-1] = (b"", parts[-1][1], e.end)
+                else:
+                    parts.append((b"", e.off, e.end))
+        plans.append((f, parts))
     return plans, total
 
 
@@ -192,16 +219,19 @@ def stream(files: Sequence[str], write: Callable[[bytes], None], object_format: 
         return _write(made, handles, write)
 
 
-def _write(made: tuple[list[tuple[str, list[tuple[int, int]]]], int], handles: dict[str, Any],
+def _write(made: tuple[list[tuple[str, list[Part]]], int], handles: dict[str, Any],
            write: Callable[[bytes], None]) -> int:
     plans, total = made
     digest = hashlib.sha1(usedforsecurity=False)
     header = b"PACK" + struct.pack(">II", 2, total)
     digest.update(header)
     write(header)
-    for f, ranges in plans:
+    for f, parts in plans:
         fh = handles[f]
-        for start, end in ranges:
+        for prefix, start, end in parts:
+            if prefix:
+                digest.update(prefix)
+                write(prefix)
             fh.seek(start)
             left = end - start
             while left > 0:

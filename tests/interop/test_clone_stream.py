@@ -98,3 +98,35 @@ def test_packs_sharing_objects_clone_valid_either_way(git: Git, server: Server, 
             git.run("fsck", "--strict", "--no-dangling", cwd=dest)
             for b in range(i + 1):
                 assert git.rev_parse(dest, f"origin/b{b}")
+
+
+def test_a_repeated_object_that_deltas_of_its_pack_build_on_is_streamed(
+        git: Git, server: Server, tmp_path: Path) -> None:
+    """A branch pushed from an unrelated clone brings a file main's pack already holds, and
+    variants of it that git deltas against it: that copy is the base of deltas in its own pack
+    (or main's is), so one of the two must be left out of the stream while deltas reach across
+    it. Such a pack's deltas go out naming their base, and the clone is still streamed, complete
+    and valid, through unpack-objects and through index-pack."""
+    work = git.init(tmp_path / "work")
+    base = samples.configmap(name="cm-0", value="line of configuration\n" * 40)
+    git.write(work, {"ns.yaml": samples.namespace(), "cm-0.yaml": base,
+                     **{f"cm-{i}.yaml": samples.configmap(name=f"cm-{i}", value=f"{i}" * 300)
+                        for i in range(1, 8)}})
+    git.commit_all(work, "main")
+    git.run("push", "-q", server.url("writer"), "HEAD:refs/heads/main", cwd=work)
+    other = git.init(tmp_path / "other")
+    git.write(other, {"cm-0.yaml": base, **{f"v-{i}.yaml": base.replace("cm-0", f"v-{i}") + f"# {i}\n"
+                                            for i in range(6)}})
+    branch = git.commit_all(other, "variants of a file main has")
+    git.run("push", "-q", server.url("writer"), "HEAD:refs/heads/variants", cwd=other)
+    packs = list((server.repo / "objects" / "pack").glob("*.pack"))
+    assert len(packs) == 2
+    for limit in ("100", "1"):  # unpack-objects, then index-pack
+        dest = tmp_path / f"c-{limit}"
+        res = git.run("-c", f"transfer.unpackLimit={limit}", "clone", "--progress", "--no-checkout",
+                      server.url("reader"), str(dest))
+        assert STREAMED in res.stderr, res.stderr
+        git.run("fsck", "--strict", "--no-dangling", cwd=dest)
+        assert git.rev_parse(dest, "origin/variants") == branch
+        names = git.run("ls-tree", "--name-only", "origin/variants", cwd=dest).stdout.split()
+        assert names == ["cm-0.yaml", *(f"v-{i}.yaml" for i in range(6))]
