@@ -138,6 +138,21 @@ def _entries(mm: Any, idx: Any) -> list[_Entry]:
     return out
 
 
+def spanned(offsets: Sequence[int], deltas: Sequence[tuple[int, int | None]]) -> bool:
+    """Whether an offset lies strictly between an OFS_DELTA (at `d`) and its base (at `b`), for
+    (d, b) in `deltas`: sorted sweeps, not every offset against every delta (a merged pack can
+    hold thousands of each)."""
+    spans = sorted((b, d) for d, b in deltas if b is not None)
+    i, reach = 0, -1
+    for off in sorted(offsets):
+        while i < len(spans) and spans[i][0] < off:
+            reach = max(reach, spans[i][1])
+            i += 1
+        if reach > off:
+            return True
+    return False
+
+
 # A part of the stream: `prefix` (a rewritten entry header, or nothing), then the pack's bytes
 # from `start` to `end`.
 Part: TypeAlias = tuple[bytes, int, int]
@@ -174,10 +189,10 @@ def plan(files: Sequence[str], object_format: Any = None, handles: dict[str, Any
                 idx.close()
             left_out = [e.off for e in entries if e.sha in sent]
             deltas = [(e.off, e.base) for e in entries if e.base is not None]
-            bases = {b for _, b in deltas}
+            bases = {b for _, b in deltas if b is not None}
             # Thin-pack completion appends its bases at the end, where leaving them out moves
             # nothing an offset spans: those packs are sent as they are, but for the repeats.
-            rewrite = any(off in bases or any(b < off < d for d, b in deltas) for off in left_out)
+            rewrite = not bases.isdisjoint(left_out) or spanned(left_out, deltas)
             names = {e.off: e.sha for e in entries} if rewrite else {}
             parts: list[Part] = []
             for e in entries:
