@@ -60,8 +60,6 @@ def main(argv: Sequence[str] | None = None) -> dict[str, Any]:
     from tests.bed.gitcli import Git
     from tests.bed.server import make_server
 
-    sides = [f"pushgate {op} ({n} worker{'s' if n > 1 else ''})" for n in counts for op in ("clone", "push")]
-    results: dict[str, dict[int, dict[str, Any]]] = {s: {} for s in [*sides, "git http-backend clone"]}
     with tempfile.TemporaryDirectory(prefix="bench-load-") as tmp:
         work = Path(opts.workdir or tmp)
         git = Git(work / "git-home")
@@ -71,6 +69,7 @@ def main(argv: Sequence[str] | None = None) -> dict[str, Any]:
         servers = [make_server(work / f"server-{n}", "--gate-timeout=600", f"--workers={n}") for n in counts]
         server = servers[0]
         stop = threading.Event()
+        results: dict[str, dict[int, dict[str, Any]]] = {}  # side -> level -> figures, in order
         try:
             for s in servers:
                 git.run("push", "-q", s.url("writer"), "HEAD:refs/heads/main", cwd=src, timeout=1800)
@@ -91,7 +90,7 @@ def main(argv: Sequence[str] | None = None) -> dict[str, Any]:
                     threading.Thread(target=_trickle, args=(p, stop), daemon=True).start()
             counter = iter(range(10**9))
 
-            def clone(url: str) -> float:
+            def clone(url: str, _n: int) -> float:
                 dest = work / f"c-{next(counter)}"
                 t0 = time.perf_counter()
                 try:
@@ -110,11 +109,12 @@ def main(argv: Sequence[str] | None = None) -> dict[str, Any]:
                 return time.perf_counter() - t0
 
             ops: list[tuple[str, Callable[[int], float]]] = []
-            for s, (clone_side, push_side) in zip(servers, zip(sides[::2], sides[1::2], strict=True),
-                                                  strict=True):
-                ops.append((clone_side, functools.partial(lambda u, i: clone(u), s.url("reader"))))
-                ops.append((push_side, functools.partial(push, s.url("writer"))))
-            ops.append(("git http-backend clone", lambda i: clone(c_url)))
+            for n, s in zip(counts, servers, strict=True):
+                label = f"({n} worker{'s' if n > 1 else ''})"
+                ops.append((f"pushgate clone {label}", functools.partial(clone, s.url("reader"))))
+                ops.append((f"pushgate push {label}", functools.partial(push, s.url("writer"))))
+            ops.append(("git http-backend clone", functools.partial(clone, c_url)))
+            results.update((side, {}) for side, _ in ops)
             for level in levels:
                 for side, op in ops:
                     ok: list[float] = []
