@@ -29,8 +29,9 @@ through `regoio` (direct calls into rego-cpp's C API).
 Strings: rego-cpp keeps a string as the body of its JSON literal (`a\\"b` for a"b), but
 `set_input` hands it raw strings, and its builtins disagree about which form they get. An object
 whose strings hold no `"`, `\\` or control character is the same in both forms, so one run
-decides it. Any other object is decided twice, raw and JSON-escaped (`set_input_term`), and the
-two answers must agree, or the worker refuses to decide (the push is refused, fail closed).
+decides it. Any other object is decided twice, raw and JSON-escaped (`regoio.set_input_escaped`),
+and the two answers must agree, or the worker refuses to decide (the push is refused, fail
+closed).
 """
 
 from __future__ import annotations
@@ -210,7 +211,7 @@ def _decide(compiled: Compiled, entrypoints: list[str], obj: Any, twice: bool) -
     raw = _run(compiled, entrypoints, regoio.lenient if twice else regoio.strict)
     if not twice:
         return raw
-    interp.set_input_term(json.dumps(obj, ensure_ascii=False))
+    regoio.set_input_escaped(interp, obj)
     escaped = _run(compiled, entrypoints, regoio.strict)
     for ep in entrypoints:
         if regoio.canonical(raw[ep]) != regoio.canonical(escaped[ep]):
