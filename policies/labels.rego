@@ -7,8 +7,8 @@ import data.pushgate.lib.k8s
 label := "app.kubernetes.io/name"
 
 deny contains {"msg": msg, "field": field} if {
-	k8s.is_workload
 	not has_label
+	k8s.is_workload
 	field := concat("", ["metadata.labels[\"", label, "\"]"])
 	msg := concat("", [k8s.object_desc, " has no ", label, " label: add ", field, " naming the application"])
 }

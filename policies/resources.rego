@@ -13,24 +13,40 @@ required := [
 ]
 
 deny contains {"msg": msg, "field": field} if {
-	some c in k8s.containers
+	some c in k8s.pod_containers_with_resources
+	not all_set(c.container)
 	missing := [concat(".", path) | some path in required; not is_set(c.container, path)]
 	count(missing) > 0
-	field := concat("", [c.field, ".resources"])
+	field := concat("", [k8s.container_field(c), ".resources"])
 	msg := concat("", [
-		c.desc, " does not set resources.", concat(", resources.", missing),
+		k8s.container_desc(c), " does not set resources.", concat(", resources.", missing),
 		": set CPU and memory requests and limits",
 	])
 }
 
+# Whether all four are set (most containers): four direct looks, where naming what is missing
+# takes a lookup per setting.
+all_set(container) if {
+	requests_cpu := container.resources.requests.cpu
+	quantity(requests_cpu)
+	requests_memory := container.resources.requests.memory
+	quantity(requests_memory)
+	limits_cpu := container.resources.limits.cpu
+	quantity(limits_cpu)
+	limits_memory := container.resources.limits.memory
+	quantity(limits_memory)
+}
+
 # A quantity is set when it is a non-empty string or a number (`cpu: 1`).
-is_set(container, path) if {
-	value := object.get(container, array.concat(["resources"], path), null)
+quantity(value) if {
 	is_string(value)
 	value != ""
 }
 
+quantity(value) if is_number(value)
+
+# Whether the container sets the quantity at `path` under its resources.
 is_set(container, path) if {
 	value := object.get(container, array.concat(["resources"], path), null)
-	is_number(value)
+	quantity(value)
 }

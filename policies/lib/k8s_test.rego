@@ -96,6 +96,40 @@ test_volumes if {
 	got == {["data", "spec.template.spec.volumes[0]"], ["#1", "spec.template.spec.volumes[1]"]}
 }
 
+test_pod_containers_hold_what_checks_read if {
+	spec := {
+		"initContainers": [{"name": "init", "image": "busybox:1.36"}],
+		"containers": [{"name": "web", "image": "nginx:1.27"}, "junk", {"image": "envoy:1.30"}],
+		"ephemeralContainers": [{"name": "debug", "image": "busybox:1.37"}],
+	}
+	got := {[e.type, e.index, e.container.image] | some e in k8s.pod_containers} with input as fixtures.deployment(spec)
+	got == {
+		["initContainers", 0, "busybox:1.36"],
+		["containers", 0, "nginx:1.27"],
+		["containers", 2, "envoy:1.30"],
+		["ephemeralContainers", 0, "busybox:1.37"],
+	}
+	with_resources := {[e.type, e.index] | some e in k8s.pod_containers_with_resources} with input as fixtures.deployment(spec)
+	with_resources == {["initContainers", 0], ["containers", 0], ["containers", 2]}
+	count(k8s.pod_containers) == 0 with input as fixtures.config_map
+}
+
+test_container_desc_and_field_name_an_entry if {
+	spec := fixtures.pod_spec([{"name": "web"}, {"name": "x\"y"}, {"image": "nginx"}])
+	got := {[k8s.container_desc(e), k8s.container_field(e)] | some e in k8s.pod_containers} with input as fixtures.workload("CronJob", spec)
+	got == {
+		["container \"web\"", "spec.jobTemplate.spec.template.spec.containers[0]"],
+		["container \"x?y\"", "spec.jobTemplate.spec.template.spec.containers[1]"],
+		["container \"#2\"", "spec.jobTemplate.spec.template.spec.containers[2]"],
+	}
+}
+
+test_pod_volumes_and_their_names if {
+	spec := object.union(fixtures.good_spec, {"volumes": [{"name": "data", "emptyDir": {}}, {"emptyDir": {}}, "junk"]})
+	got := {[e.index, k8s.volume_desc_name(e), k8s.volume_field(e)] | some e in k8s.pod_volumes} with input as fixtures.deployment(spec)
+	got == {[0, "data", "spec.template.spec.volumes[0]"], [1, "#1", "spec.template.spec.volumes[1]"]}
+}
+
 test_workload_kinds if {
 	found := {kind |
 		some kind in fixtures.pod_kinds

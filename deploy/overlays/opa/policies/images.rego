@@ -9,11 +9,21 @@ package pushgate.k8s.images
 import data.pushgate.lib.k8s
 
 deny contains {"msg": msg, "field": field} if {
-	some c in k8s.all_containers
-	image := image_of(c)
+	some c in k8s.pod_containers
+	image := image_of(c.container)
+	not pinned_by_tag(image)
 	why := problem(image)
-	field := concat("", [c.field, ".image"])
-	msg := concat("", [c.desc, " uses ", why])
+	field := concat("", [k8s.container_field(c), ".image"])
+	msg := concat("", [k8s.container_desc(c), " uses ", why])
+}
+
+# Most references: a version tag and no digest. Decided with one look at the tag; problem()
+# decides the rest.
+pinned_by_tag(image) if {
+	not contains(image, "@")
+	t := tag(image)
+	t != ""
+	t != "latest"
 }
 
 # What is wrong with an image reference, if anything (at most one of these holds).
@@ -32,8 +42,8 @@ problem(image) := concat("", ["image \"", k8s.safe(image), "\" with a malformed 
 	not valid_digest(image)
 }
 
-image_of(c) := image if {
-	image := c.container.image
+image_of(container) := image if {
+	image := container.image
 	is_string(image)
 	image != ""
 }

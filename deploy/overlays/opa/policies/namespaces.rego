@@ -6,9 +6,9 @@ package pushgate.k8s.namespaces
 import data.pushgate.lib.k8s
 
 deny contains {"msg": msg, "field": "metadata.namespace"} if {
+	not has_namespace
 	is_string(k8s.kind)
 	not k8s.is_cluster_scoped
-	not has_namespace
 	msg := concat("", [k8s.object_desc, " has no metadata.namespace: set the namespace it belongs in"])
 }
 

@@ -12,22 +12,23 @@ host_namespaces := {
 }
 
 deny contains {"msg": msg, "field": field} if {
-	some c in k8s.all_containers
+	some c in k8s.pod_containers
 	c.container.securityContext.privileged == true
-	field := concat("", [c.field, ".securityContext.privileged"])
-	msg := concat("", [c.desc, " is privileged: remove securityContext.privileged (grant only the capabilities it needs)"])
+	field := concat("", [k8s.container_field(c), ".securityContext.privileged"])
+	msg := concat("", [k8s.container_desc(c), " is privileged: remove securityContext.privileged (grant only the capabilities it needs)"])
 }
 
 deny contains {"msg": msg, "field": field} if {
-	some v in k8s.volumes
+	some v in k8s.pod_volumes
 	is_object(v.volume.hostPath)
-	field := concat("", [v.field, ".hostPath"])
-	msg := concat("", ["volume \"", v.name, "\" mounts a hostPath: use a PersistentVolumeClaim, configMap, secret or emptyDir volume"])
+	field := concat("", [k8s.volume_field(v), ".hostPath"])
+	msg := concat("", ["volume \"", k8s.volume_desc_name(v), "\" mounts a hostPath: use a PersistentVolumeClaim, configMap, secret or emptyDir volume"])
 }
 
 deny contains {"msg": msg, "field": field} if {
+	spec := k8s.pod_spec
 	some flag, what in host_namespaces
-	k8s.pod_spec[flag] == true
+	spec[flag] == true
 	field := concat(".", [k8s.pod_spec_path, flag])
 	msg := concat("", ["pod spec sets ", flag, ": true and shares ", what, ": remove ", flag])
 }

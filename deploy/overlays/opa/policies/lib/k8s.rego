@@ -20,6 +20,11 @@
 #   helpers below test membership in arrays, read the pod spec by direct references and list
 #   containers and volumes as arrays (bench/RESULTS.md, gate_full). The sets stay for policies
 #   that use them.
+# - regopy runs a rule once per object, but a function at every call, and every step costs
+#   microseconds (a literal collection is rebuilt, element by element, each time it is read):
+#   rules test their cheapest condition first (the one most objects fail), pod_containers and
+#   pod_volumes hold only what a check reads, and what a message says (container_desc,
+#   container_field, volume_desc_name, volume_field) is made only for what a rule denies.
 package pushgate.lib.k8s
 
 # Kinds that run pods, and so must carry the app.kubernetes.io/name label.
@@ -109,27 +114,45 @@ pod_spec := spec if {
 	is_object(spec)
 }
 
-# Every container of the pod spec (containers, initContainers and ephemeralContainers): an
-# array of
-#   {"container": <the container object>, "type": "containers" | "initContainers" | ...,
-#    "name": "<display name>", "desc": "container \"web\"", "field": "spec.containers[0]"}
-all_containers := [entry |
-	label := container_types[type]
-	list := pod_spec[type]
+# Every container of the pod spec (containers, initContainers and ephemeralContainers), with
+# only what a check reads: an array of
+#   {"container": <the container object>, "type": "containers" | "initContainers" | ..., "index": i}
+# A rule that denies one names it with container_desc and container_field.
+pod_containers := [{"container": c, "type": type, "index": i} |
+	spec := pod_spec
+	some type in container_type_list
+	list := spec[type]
 	is_array(list)
 	c := list[i]
 	is_object(c)
-	name := container_name(c, i)
+]
+
+container_type_list := ["containers", "initContainers", "ephemeralContainers"]
+
+# The pod_containers that run with resources: containers and initContainers (not ephemeral ones).
+pod_containers_with_resources := [e | e := pod_containers[_]; e.type != "ephemeralContainers"]
+
+# How a message names a pod_containers entry: `container "web"`, `init container "#1"`.
+container_desc(e) := concat("", [container_types[e.type], " \"", container_name(e.container, e.index), "\""])
+
+# Where a pod_containers entry is: `spec.template.spec.containers[0]`.
+container_field(e) := sprintf("%s.%s[%d]", [pod_spec_path, e.type, e.index])
+
+# pod_containers with their names and messages made (for policies that read them): an array of
+#   {"container": <the container object>, "type": "containers" | "initContainers" | ...,
+#    "name": "<display name>", "desc": "container \"web\"", "field": "spec.containers[0]"}
+all_containers := [entry |
+	some e in pod_containers
 	entry := {
-		"container": c,
-		"type": type,
-		"name": name,
-		"desc": concat("", [label, " \"", name, "\""]),
-		"field": sprintf("%s.%s[%d]", [pod_spec_path, type, i]),
+		"container": e.container,
+		"type": e.type,
+		"name": container_name(e.container, e.index),
+		"desc": container_desc(e),
+		"field": container_field(e),
 	}
 ]
 
-# The containers that run with resources: containers and initContainers (not ephemeral ones).
+# all_containers without the ephemeral ones.
 containers := [entry | entry := all_containers[_]; entry.type != "ephemeralContainers"]
 
 # A container's name, or "#<index>" when it has none (the schema check reports that separately).
@@ -143,18 +166,27 @@ has_name(x) if {
 	x.name != ""
 }
 
-# The object's pod-spec volumes: an array of
-#   {"volume": <the volume object>, "name": "<name>", "field": "<path>"}.
-volumes := [entry |
+# The object's pod-spec volumes, with only what a check reads: an array of
+#   {"volume": <the volume object>, "index": i}
+# A rule that denies one names it with volume_desc_name and volume_field.
+pod_volumes := [{"volume": v, "index": i} |
 	list := pod_spec.volumes
 	is_array(list)
 	v := list[i]
 	is_object(v)
-	entry := {
-		"volume": v,
-		"name": volume_name(v, i),
-		"field": sprintf("%s.volumes[%d]", [pod_spec_path, i]),
-	}
+]
+
+# A pod_volumes entry's name, or "#<index>" when it has none.
+volume_desc_name(e) := volume_name(e.volume, e.index)
+
+# Where a pod_volumes entry is: `spec.template.spec.volumes[0]`.
+volume_field(e) := sprintf("%s.volumes[%d]", [pod_spec_path, e.index])
+
+# pod_volumes with their names and fields made (for policies that read them): an array of
+#   {"volume": <the volume object>, "name": "<name>", "field": "<path>"}.
+volumes := [entry |
+	some e in pod_volumes
+	entry := {"volume": e.volume, "name": volume_desc_name(e), "field": volume_field(e)}
 ]
 
 volume_name(v, _) := safe(v.name) if has_name(v)
