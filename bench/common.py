@@ -94,6 +94,24 @@ def load_average() -> str:
         return "?"
 
 
+def cpu_speed() -> float:
+    """Seconds this process takes for a fixed piece of pure-Python work (best of three, 0.1-0.2 s
+    each on an idle core): the same code measures up to 1.5x slower on this kind of shared
+    machine from one hour to the next, so each section records it at its start and end, and
+    runs are compared by it, not by the clock alone."""
+    best = float("inf")
+    for _ in range(3):
+        start = time.perf_counter()
+        total = 0
+        for i in range(2_000_000):
+            total += i % 7
+        best = min(best, time.perf_counter() - start)
+    return best
+
+
+_SPEED_AT_START = cpu_speed()  # when the benchmark's process imported this module
+
+
 def machine() -> str:
     git = subprocess.run(["git", "--version"], capture_output=True, text=True, check=False).stdout.strip()
     return (f"nproc {os.cpu_count()}, CPU {cpu_model()}, "
@@ -148,7 +166,9 @@ def section(name: str, title: str, command: str, body: str, started_load: str) -
             f"- Command: `{command}`\n"
             f"- Machine: {machine()}\n"
             f"- Code: {_code_line()}\n"
-            f"- Date: {now()}; load average at start {started_load}, at end {load_average()}\n\n"
+            f"- Date: {now()}; load average at start {started_load}, at end {load_average()}\n"
+            f"- CPU speed: a fixed pure-Python loop took {_SPEED_AT_START:.3f} s at the start, "
+            f"{cpu_speed():.3f} s at the end (lower is faster; see bench.common.cpu_speed)\n\n"
             f"{body.rstrip()}\n")
 
 
