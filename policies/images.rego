@@ -9,8 +9,8 @@ package pushgate.k8s.images
 import data.pushgate.lib.k8s
 
 deny contains {"msg": msg, "field": field} if {
-	some c in k8s.pod_containers
-	image := image_of(c.container)
+	some c in k8s.container_refs
+	image := image_of(k8s.container_at(c))
 	not pinned_by_tag(image)
 	why := problem(image)
 	field := concat("", [k8s.container_field(c), ".image"])

@@ -13,9 +13,11 @@ required := [
 ]
 
 deny contains {"msg": msg, "field": field} if {
-	some c in k8s.pod_containers_with_resources
-	not all_set(c.container)
-	missing := [concat(".", path) | some path in required; not is_set(c.container, path)]
+	some c in k8s.container_refs
+	c.type != "ephemeralContainers"
+	container := k8s.container_at(c)
+	not all_set(container)
+	missing := [concat(".", path) | some path in required; not is_set(container, path)]
 	count(missing) > 0
 	field := concat("", [k8s.container_field(c), ".resources"])
 	msg := concat("", [

@@ -12,15 +12,15 @@ host_namespaces := {
 }
 
 deny contains {"msg": msg, "field": field} if {
-	some c in k8s.pod_containers
-	c.container.securityContext.privileged == true
+	some c in k8s.container_refs
+	k8s.container_at(c).securityContext.privileged == true
 	field := concat("", [k8s.container_field(c), ".securityContext.privileged"])
 	msg := concat("", [k8s.container_desc(c), " is privileged: remove securityContext.privileged (grant only the capabilities it needs)"])
 }
 
 deny contains {"msg": msg, "field": field} if {
-	some v in k8s.pod_volumes
-	is_object(v.volume.hostPath)
+	some v in k8s.volume_refs
+	is_object(k8s.volume_at(v).hostPath)
 	field := concat("", [k8s.volume_field(v), ".hostPath"])
 	msg := concat("", ["volume \"", k8s.volume_desc_name(v), "\" mounts a hostPath: use a PersistentVolumeClaim, configMap, secret or emptyDir volume"])
 }

@@ -114,6 +114,44 @@ test_pod_containers_hold_what_checks_read if {
 	count(k8s.pod_containers) == 0 with input as fixtures.config_map
 }
 
+test_container_refs_point_at_the_containers if {
+	spec := {
+		"initContainers": [{"name": "init", "image": "busybox:1.36"}],
+		"containers": [{"name": "web", "image": "nginx:1.27"}, "junk", {"image": "envoy:1.30"}],
+		"ephemeralContainers": [{"name": "debug", "image": "busybox:1.37"}],
+	}
+	refs := k8s.container_refs with input as fixtures.deployment(spec)
+	{[r.type, r.index] | some r in refs} == {
+		["initContainers", 0],
+		["containers", 0],
+		["containers", 2],
+		["ephemeralContainers", 0],
+	}
+	count(refs) == 4
+	got := {[r.type, r.index, k8s.container_at(r).image] | some r in refs} with input as fixtures.deployment(spec)
+	got == {
+		["initContainers", 0, "busybox:1.36"],
+		["containers", 0, "nginx:1.27"],
+		["containers", 2, "envoy:1.30"],
+		["ephemeralContainers", 0, "busybox:1.37"],
+	}
+	descs := {k8s.container_desc(r) | some r in refs} with input as fixtures.deployment(spec)
+	descs == {"init container \"init\"", "container \"web\"", "container \"#2\"", "ephemeral container \"debug\""}
+	count(k8s.container_refs) == 0 with input as fixtures.config_map
+	count(k8s.container_refs) == 0 with input as fixtures.deployment({"containers": "junk"})
+}
+
+test_volume_refs_point_at_the_volumes if {
+	spec := object.union(fixtures.good_spec, {"volumes": [{"name": "data", "emptyDir": {}}, "junk", {"hostPath": {"path": "/"}}]})
+	refs := k8s.volume_refs with input as fixtures.deployment(spec)
+	refs == [{"index": 0}, {"index": 2}]
+	got := {[r.index, k8s.volume_desc_name(r), k8s.volume_field(r), object.get(k8s.volume_at(r), "hostPath", "none")] |
+		some r in refs
+	} with input as fixtures.deployment(spec)
+	got == {[0, "data", "spec.template.spec.volumes[0]", "none"], [2, "#2", "spec.template.spec.volumes[2]", {"path": "/"}]}
+	count(k8s.volume_refs) == 0 with input as fixtures.config_map
+}
+
 test_container_desc_and_field_name_an_entry if {
 	spec := fixtures.pod_spec([{"name": "web"}, {"name": "x\"y"}, {"image": "nginx"}])
 	got := {[k8s.container_desc(e), k8s.container_field(e)] | some e in k8s.pod_containers} with input as fixtures.workload("CronJob", spec)
