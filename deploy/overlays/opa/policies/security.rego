@@ -26,6 +26,7 @@ deny contains {"msg": msg, "field": field} if {
 }
 
 deny contains {"msg": msg, "field": field} if {
+	k8s.has_pod_spec # first: regopy would list host_namespaces for every object
 	spec := k8s.pod_spec
 	some flag, what in host_namespaces
 	spec[flag] == true

@@ -120,14 +120,18 @@ pod_spec := spec if {
 	is_object(spec)
 }
 
+# Whether the object has a pod spec. (A test first: regopy would otherwise list the container
+# types for every object before it finds there is no pod spec to read them from.)
+has_pod_spec if is_object(pod_spec)
+
 # Where every container of the pod spec is (containers, initContainers and ephemeralContainers,
 # objects only): an array of {"type": "containers" | "initContainers" | ..., "index": i}.
 # A rule reads the container with container_at, and names a denied one with container_desc and
 # container_field.
 container_refs := [{"type": type, "index": i} |
-	spec := pod_spec
+	has_pod_spec
 	some type in container_type_list
-	list := spec[type]
+	list := pod_spec[type]
 	is_array(list)
 	c := list[i]
 	is_object(c)
