@@ -106,3 +106,38 @@ def test_an_input_the_builtins_refuse_is_refused_either_way(probe: Any) -> None:
     regoio.set_input_escaped(interp, value)
     assert _answer(probe) == parsed
     assert parsed.startswith("error: ") and "escape" in parsed
+
+
+@pytest.mark.parametrize("value", [
+    *VALUES,
+    {"s": ["x"], "o": {2: "int key", False: "bool key", None: "null key"}},  # keys the C calls add as values
+    {"s": ["x"], "o": {"t": ("a", "tuple")}},  # not JSON: regopy's converter decides
+], ids=["special", "empty", "plain", "odd-keys", "tuple"])
+def test_set_input_builds_what_regopys_converter_builds(probe: Any, value: Any) -> None:
+    interp, _ = probe
+    interp.set_input(value)
+    converted = _answer(probe)
+    regoio.set_input(interp, value)
+    assert _answer(probe) == converted
+    assert '"x"' in converted or value["s"] != ["x"]  # the input really was read
+
+
+def test_set_input_raises_regopys_error_and_frees_what_it_built(probe: Any) -> None:
+    from regopy import rego_shared as rs
+
+    interp, _ = probe
+    freed: list[Any] = []
+    real_free = rs.rego.regoFreeInput
+    try:
+        rs.rego.regoFreeInput = lambda p: (freed.append(p), real_free(p))[1]
+        with pytest.raises(rs.RegoError):
+            real_int = rs.rego.regoInputInt
+            # the C side adds the node but answers an error: only the answer can say so
+            rs.rego.regoInputInt = lambda p, v: (real_int(p, v), rs.Code.ERROR)[1]
+            try:
+                regoio.set_input(interp, {"s": ["x"], "n": 3})
+            finally:
+                rs.rego.regoInputInt = real_int
+    finally:
+        rs.rego.regoFreeInput = real_free
+    assert len(freed) == 1
