@@ -26,17 +26,20 @@ deny contains {"msg": msg, "field": field} if {
 	])
 }
 
-# Whether all four are set (most containers): four direct looks, where naming what is missing
-# takes a lookup per setting.
+# Whether all four are set as non-empty strings (most containers): the cheap test first, where
+# naming what is missing takes a lookup per setting. A container it does not clear (a number, a
+# missing setting) goes on to `missing`, which decides.
 all_set(container) if {
-	requests_cpu := container.resources.requests.cpu
-	quantity(requests_cpu)
-	requests_memory := container.resources.requests.memory
-	quantity(requests_memory)
-	limits_cpu := container.resources.limits.cpu
-	quantity(limits_cpu)
-	limits_memory := container.resources.limits.memory
-	quantity(limits_memory)
+	requests := container.resources.requests
+	limits := container.resources.limits
+	is_string(requests.cpu)
+	requests.cpu != ""
+	is_string(requests.memory)
+	requests.memory != ""
+	is_string(limits.cpu)
+	limits.cpu != ""
+	is_string(limits.memory)
+	limits.memory != ""
 }
 
 # A quantity is set when it is a non-empty string or a number (`cpu: 1`).
