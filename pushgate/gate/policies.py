@@ -201,6 +201,7 @@ def load(directory: str, namespaces: Sequence[str] | None = None) -> PolicySet:
                   for t in (gk.templates if gk else ()) for name, src in t.modules]
     version = _version(modules + gk_modules, chosen)
     plan = _compile(modules + gk_modules)
+    _refuse_unbound(plan, modules + gk_modules)
     packages = {m.package for m in modules}
     considered = packages if chosen is None else packages & set(chosen)
     roots = {pkg.split(".")[0] for pkg in packages} | {"pushgate"}
@@ -230,6 +231,26 @@ def load(directory: str, namespaces: Sequence[str] | None = None) -> PolicySet:
             f"violation, warn, deny_<name>, violation_<name> or warn_<name> (packages present: "
             f"{', '.join(sorted(packages))})")
     return PolicySet(directory, tuple(modules + gk_modules), chosen, found, version, gk, gk_found)
+
+
+def _refuse_unbound(plan: dict[str, Any], modules: Sequence[Module]) -> None:
+    """Refuse a rule the embedded engine would never fire: rego-cpp 1.5.2 does not bind a
+    variable that only a call's argument binds (`is_object(input.items[i])`), where OPA iterates
+    it. The policies must decide the same in both engines; binding it first does."""
+    found = regoplan.unbound_reads(plan)
+    if not found:
+        return
+    first = found[0]
+    paths = [m.path for m in modules if os.path.basename(m.path) == first.file]
+    where = paths[0] if len(paths) == 1 else first.file or "a policy"
+    if first.line:
+        where = f"{where}:{first.line}"
+    more = f" (and {len(found) - 1} more)" if len(found) > 1 else ""
+    raise PolicyError(
+        f"{where}: rule {first.rule} uses a variable that only a function's argument binds, such "
+        f"as i in `is_object(input.items[i])` or `f(input.items[i])`{more}: the embedded engine "
+        f"(regopy 1.5.2) never binds it, so the rule would never hold, where OPA iterates it. "
+        f"Bind it first, then call: `item := input.items[i]; is_object(item)`")
 
 
 def _parse(rel: str, src: str) -> Module:

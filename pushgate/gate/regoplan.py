@@ -138,6 +138,75 @@ def base_documents(plan: Mapping[str, Any]) -> set[str]:
     return names
 
 
+@dataclass(frozen=True)
+class UnboundRead:
+    """A statement that reads a local no statement of its function ever writes."""
+
+    function: str  # "g0.data.<package>.<rule>"
+    file: str  # the module's file name as the plan gives it (rego-cpp keeps the base name)
+    line: int  # 1-based; 0 when the plan does not say
+
+    @property
+    def rule(self) -> str:
+        """"<package>.<rule>" (or the function's own name when it is not a data rule)."""
+        prefix = "g0.data."
+        return self.function[len(prefix):] if self.function.startswith(prefix) else self.function
+
+
+def unbound_reads(plan: Mapping[str, Any]) -> list[UnboundRead]:
+    """Where a function of the plan reads a local that nothing in it writes: such a read is
+    always undefined, so the statement always fails. rego-cpp 1.5.2 plans a variable that only a
+    call's argument binds that way (`is_object(input.items[i])`, `startswith(input.names[_],
+    "a")`, `f(input.items[i])`): it never iterates the variable, and the rule silently never
+    holds, where OPA iterates it. Sorted by file and line, one per statement."""
+    strings = (plan.get("static") or {}).get("files") or []
+    files = [str(f.get("value", "")) if isinstance(f, Mapping) else "" for f in strings]
+    out: set[UnboundRead] = set()
+    for name, func in _funcs(plan).items():
+        stmts = list(_stmts(func.get("blocks") or []))
+        written = {p for p in func.get("params") or [] if isinstance(p, int)}
+        for stmt_type, stmt in stmts:
+            for key in _WRITTEN_FIELDS.get(stmt_type, ("target", "result")):
+                if isinstance(stmt.get(key), int):
+                    written.add(stmt[key])
+        for stmt_type, stmt in stmts:
+            if stmt_type in _DEFINEDNESS:
+                continue  # tests whether a local is defined: reading nothing is its answer
+            if any(local not in written for local in _reads(stmt)):
+                file, row = stmt.get("file"), stmt.get("row")
+                out.add(UnboundRead(
+                    name, files[file] if isinstance(file, int) and 0 <= file < len(files) else "",
+                    row + 1 if isinstance(row, int) else 0))
+    return sorted(out, key=lambda u: (u.file, u.line, u.function))
+
+
+# Statements whose named int fields are locals they write (others: `target` and `result`).
+_WRITTEN_FIELDS = {"ScanStmt": ("key", "value")}
+_DEFINEDNESS = ("IsDefinedStmt", "IsUndefinedStmt", "ResetLocalStmt")
+# Int fields that name a local a statement reads (a ScanStmt's collection, a collection added to).
+_READ_FIELDS = ("source", "array", "set", "object")
+
+
+def _reads(stmt: Mapping[str, Any]) -> Iterator[int]:
+    """The locals a statement reads: its local operands (also inside operand lists) and the
+    int fields that name a local it reads."""
+    for key, value in stmt.items():
+        if key in ("block", "blocks"):
+            continue
+        if key in _READ_FIELDS and isinstance(value, int) and not isinstance(value, bool):
+            yield value
+        todo = [value]
+        while todo:
+            item = todo.pop()
+            if isinstance(item, list):
+                todo.extend(item)
+            elif isinstance(item, Mapping):
+                if item.get("type") == "local" and isinstance(item.get("value"), int):
+                    yield item["value"]
+                else:
+                    todo.extend(item.values())
+
+
 def _string(value: Any) -> str:
     """A plan string: rego-cpp writes some with their JSON quotes."""
     text = str(value)

@@ -635,3 +635,38 @@ def test_negating_a_failed_builtin_decides_the_same(
     assert opa_msgs == expected
     assert run_conftest(policy_dir, objects, tmp_path) == expected
     assert embedded_msgs == expected
+
+
+# A variable that only a call's argument binds: OPA and conftest iterate it, regopy 1.5.2 never
+# binds it (the rule would silently never hold in the embedded engine), so pushgate refuses the
+# policy at load, naming the line; bound first, all three decide the same.
+CALL_BOUND_POLICY = """package main
+
+deny contains msg if {
+\tinput.kind == "Deployment"
+\tstartswith(input.spec.template.spec.containers[i].image, "docker.io/")
+\tmsg := sprintf("container %d pulls from Docker Hub", [i])
+}
+"""
+BOUND_FIRST_POLICY = CALL_BOUND_POLICY.replace(
+    '\tstartswith(input.spec.template.spec.containers[i].image, "docker.io/")',
+    '\timage := input.spec.template.spec.containers[i].image\n\tstartswith(image, "docker.io/")')
+
+
+def test_a_variable_only_a_call_binds_is_refused_where_opa_and_conftest_iterate_it(
+        policy_dir_with_opa: PolicyServer, tmp_path: Path) -> None:
+    objects = [workload("Deployment", {"containers": [container("a", "docker.io/nginx:1.27"),
+                                                      container("b", "ghcr.io/x/y:1.0"),
+                                                      container("c", "docker.io/redis:7.4")]}),
+               workload("Deployment", {"containers": [container("a", "ghcr.io/x/y:1.0")]})]
+    expected = [{("main/deny", "container 0 pulls from Docker Hub"),
+                 ("main/deny", "container 2 pulls from Docker Hub")}, set()]
+    refused_dir, _ = policy_dir_with_opa(CALL_BOUND_POLICY)
+    assert run_conftest(refused_dir, objects, tmp_path) == expected
+    with pytest.raises(policies.PolicyError, match=r"^main\.rego:5: rule main\.deny uses a variable"):
+        policies.load(str(refused_dir))
+    policy_dir, opa_url = policy_dir_with_opa(BOUND_FIRST_POLICY)
+    embedded_msgs, opa_msgs = both_engines(policy_dir, opa_url, objects)
+    assert opa_msgs == expected
+    assert embedded_msgs == expected
+    assert run_conftest(policy_dir, objects, tmp_path) == expected

@@ -117,6 +117,37 @@ def test_other_with_and_the_word_with_are_allowed(tmp_path: Path) -> None:
     assert policies.load(str(tmp_path)).entrypoints == ["p/deny", "p/warn"]
 
 
+# regopy 1.5.2 plans a variable that only a call's argument binds as a lookup with a key nothing
+# sets (pushgate.gate.regoplan.unbound_reads): the rule would never hold where OPA iterates it.
+@pytest.mark.parametrize("body", [
+    "is_object(input.items[i])",  # a builtin's argument
+    "count(input.items[i]) > 0",  # inside a comparison
+    'endswith(input.metadata.labels[k], "x")',  # an object's key
+    "some i; is_object(input.items[i])",  # declared, still bound only by the call
+    "f(input.items[i])",  # a function of the policy
+    "n := count([i | is_object(input.items[i])]); n > 0",  # in a comprehension
+])
+def test_a_variable_only_a_call_binds_is_refused_naming_file_line_and_rule(
+        tmp_path: Path, body: str) -> None:
+    write(tmp_path, {"team/items.rego": "package team.items\n\nf(x) if is_object(x)\n\n"
+                                        f'deny contains "bad" if {{\n\tinput.kind == "List"\n\t{body}\n}}\n',
+                     "other.rego": CLEAN})
+    message = refusal(tmp_path)
+    assert message.startswith("team/items.rego:7: rule team.items.deny uses a variable that only")
+    assert "never binds it" in message and "item := input.items[i]; is_object(item)" in message
+
+
+@pytest.mark.parametrize("body", [
+    "item := input.items[i]\n\tis_object(item)",  # bound first: what the refusal asks for
+    "some item in input.items\n\tis_object(item)",
+    'input.items[_].kind == "Pod"',  # a lookup, not a call's argument
+    "is_object(input.items[0])",  # no variable
+])
+def test_a_variable_bound_before_the_call_is_accepted(tmp_path: Path, body: str) -> None:
+    write(tmp_path, {"items.rego": f'package team.items\n\ndeny contains "bad" if {{\n\t{body}\n}}\n'})
+    assert policies.load(str(tmp_path)).entrypoints == ["team/items/deny"]
+
+
 def test_no_package_refused(tmp_path: Path) -> None:
     write(tmp_path, {"nopkg.rego": "deny contains \"x\" if true\n"})
     assert refusal(tmp_path) == "nopkg.rego: no package declaration"
