@@ -201,7 +201,7 @@ def load(directory: str, namespaces: Sequence[str] | None = None) -> PolicySet:
                   for t in (gk.templates if gk else ()) for name, src in t.modules]
     version = _version(modules + gk_modules, chosen)
     plan = _compile(modules + gk_modules)
-    _refuse_unbound(plan, modules + gk_modules)
+    _refuse_never_holding(plan, modules + gk_modules)
     packages = {m.package for m in modules}
     considered = packages if chosen is None else packages & set(chosen)
     roots = {pkg.split(".")[0] for pkg in packages} | {"pushgate"}
@@ -233,24 +233,38 @@ def load(directory: str, namespaces: Sequence[str] | None = None) -> PolicySet:
     return PolicySet(directory, tuple(modules + gk_modules), chosen, found, version, gk, gk_found)
 
 
-def _refuse_unbound(plan: dict[str, Any], modules: Sequence[Module]) -> None:
-    """Refuse a rule the embedded engine would never fire: rego-cpp 1.5.2 does not bind a
-    variable that only a call's argument binds (`is_object(input.items[i])`), where OPA iterates
-    it. The policies must decide the same in both engines; binding it first does."""
+def _refuse_never_holding(plan: dict[str, Any], modules: Sequence[Module]) -> None:
+    """Refuse a rule the embedded engine would never fire where OPA may: one that calls a builtin
+    rego-cpp 1.5.2 does not implement, or that has a variable only a call's argument binds
+    (`is_object(input.items[i])`: rego-cpp never iterates it). The policies must decide the same
+    in both engines; binding the variable first does."""
+    calls = regoplan.unimplemented_calls(plan)
+    if calls:
+        builtin, site = calls[0]
+        more = f" (and {len(calls) - 1} more)" if len(calls) > 1 else ""
+        raise PolicyError(
+            f"{_where(site, modules)}: rule {site.rule} calls {builtin}{more}, which the embedded "
+            f"engine (regopy 1.5.2) declares but does not implement: every call would be undefined "
+            f"and the rule would never hold. pushgate's policies must decide the same in both "
+            f"engines (a policy push is checked with the embedded one): use another builtin or "
+            f"write the test in Rego")
     found = regoplan.unbound_reads(plan)
     if not found:
         return
     first = found[0]
-    paths = [m.path for m in modules if os.path.basename(m.path) == first.file]
-    where = paths[0] if len(paths) == 1 else first.file or "a policy"
-    if first.line:
-        where = f"{where}:{first.line}"
     more = f" (and {len(found) - 1} more)" if len(found) > 1 else ""
     raise PolicyError(
-        f"{where}: rule {first.rule} uses a variable that only a function's argument binds, such "
-        f"as i in `is_object(input.items[i])` or `f(input.items[i])`{more}: the embedded engine "
-        f"(regopy 1.5.2) never binds it, so the rule would never hold, where OPA iterates it. "
-        f"Bind it first, then call: `item := input.items[i]; is_object(item)`")
+        f"{_where(first, modules)}: rule {first.rule} uses a variable that only a function's "
+        f"argument binds, such as i in `is_object(input.items[i])` or `f(input.items[i])`{more}: "
+        f"the embedded engine (regopy 1.5.2) never binds it, so the rule would never hold, where "
+        f"OPA iterates it. Bind it first, then call: `item := input.items[i]; is_object(item)`")
+
+
+def _where(site: regoplan.Site, modules: Sequence[Module]) -> str:
+    """"path:line" of a plan site (the plan keeps only a file's base name)."""
+    paths = [m.path for m in modules if os.path.basename(m.path) == site.file]
+    where = paths[0] if len(paths) == 1 else site.file or "a policy"
+    return f"{where}:{site.line}" if site.line else where
 
 
 def _parse(rel: str, src: str) -> Module:

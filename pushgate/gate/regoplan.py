@@ -139,8 +139,8 @@ def base_documents(plan: Mapping[str, Any]) -> set[str]:
 
 
 @dataclass(frozen=True)
-class UnboundRead:
-    """A statement that reads a local no statement of its function ever writes."""
+class Site:
+    """Where a statement of the plan is: a rule (or function) and its line."""
 
     function: str  # "g0.data.<package>.<rule>"
     file: str  # the module's file name as the plan gives it (rego-cpp keeps the base name)
@@ -153,15 +153,14 @@ class UnboundRead:
         return self.function[len(prefix):] if self.function.startswith(prefix) else self.function
 
 
-def unbound_reads(plan: Mapping[str, Any]) -> list[UnboundRead]:
+def unbound_reads(plan: Mapping[str, Any]) -> list[Site]:
     """Where a function of the plan reads a local that nothing in it writes: such a read is
     always undefined, so the statement always fails. rego-cpp 1.5.2 plans a variable that only a
     call's argument binds that way (`is_object(input.items[i])`, `startswith(input.names[_],
     "a")`, `f(input.items[i])`): it never iterates the variable, and the rule silently never
     holds, where OPA iterates it. Sorted by file and line, one per statement."""
-    strings = (plan.get("static") or {}).get("files") or []
-    files = [str(f.get("value", "")) if isinstance(f, Mapping) else "" for f in strings]
-    out: set[UnboundRead] = set()
+    files = _files(plan)
+    out: set[Site] = set()
     for name, func in _funcs(plan).items():
         stmts = list(_stmts(func.get("blocks") or []))
         written = {p for p in func.get("params") or [] if isinstance(p, int)}
@@ -173,11 +172,35 @@ def unbound_reads(plan: Mapping[str, Any]) -> list[UnboundRead]:
             if stmt_type in _DEFINEDNESS:
                 continue  # tests whether a local is defined: reading nothing is its answer
             if any(local not in written for local in _reads(stmt)):
-                file, row = stmt.get("file"), stmt.get("row")
-                out.add(UnboundRead(
-                    name, files[file] if isinstance(file, int) and 0 <= file < len(files) else "",
-                    row + 1 if isinstance(row, int) else 0))
+                out.add(_site(name, stmt, files))
     return sorted(out, key=lambda u: (u.file, u.line, u.function))
+
+
+def unimplemented_calls(plan: Mapping[str, Any]) -> list[tuple[str, Site]]:
+    """(builtin, where) for every call to a builtin that rego-cpp declares but does not implement
+    (the worker that compiled the plan notes them): such a call is undefined whatever its
+    arguments, so what depends on it never holds. Sorted by file and line."""
+    notes = plan.get("pushgate") or {}
+    missing = set(notes.get("unimplemented_builtins") or [])
+    if not missing:
+        return []
+    files = _files(plan)
+    out = {(str(stmt.get("func")), _site(name, stmt, files))
+           for name, func in _funcs(plan).items()
+           for stmt_type, stmt in _stmts(func.get("blocks") or [])
+           if stmt_type == "CallStmt" and stmt.get("func") in missing}
+    return sorted(out, key=lambda c: (c[1].file, c[1].line, c[0]))
+
+
+def _files(plan: Mapping[str, Any]) -> list[str]:
+    declared = (plan.get("static") or {}).get("files") or []
+    return [str(f.get("value", "")) if isinstance(f, Mapping) else "" for f in declared]
+
+
+def _site(function: str, stmt: Mapping[str, Any], files: list[str]) -> Site:
+    file, row = stmt.get("file"), stmt.get("row")
+    return Site(function, files[file] if isinstance(file, int) and 0 <= file < len(files) else "",
+                row + 1 if isinstance(row, int) else 0)
 
 
 # Statements whose named int fields are locals they write (others: `target` and `result`).

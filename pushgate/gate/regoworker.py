@@ -62,6 +62,9 @@ class CompileError(ValueError):
     """The policies do not compile; the message names the file and line."""
 
 
+# What the worker adds to a plan it compiles (regoplan reads it): not part of OPA's IR.
+PLAN_NOTES = "pushgate"
+
 WRAPPER_PACKAGE = "pushgate.push_eval"  # policies.load refuses packages named pushgate.push*
 WRAPPER_RULE = "rows"
 WRAPPER_ENTRYPOINT = f"{WRAPPER_PACKAGE.replace('.', '/')}/{WRAPPER_RULE}"
@@ -114,7 +117,14 @@ class Worker:
         with tempfile.TemporaryDirectory() as d:
             interp.save_bundle(d, bundle, BundleFormat.JSON)
             with open(os.path.join(d, "plan.json"), encoding="utf-8") as f:
-                return json.load(f)
+                plan: dict[str, Any] = json.load(f)
+        # rego-cpp compiles a call to a builtin it declares but does not implement
+        # (net.cidr_contains, http.send), and the call is then undefined at every evaluation.
+        declared = (plan.get("static") or {}).get("builtin_funcs") or []
+        plan[PLAN_NOTES] = {"unimplemented_builtins": sorted(
+            str(b["name"]) for b in declared
+            if isinstance(b, dict) and "name" in b and not interp.is_builtin(str(b["name"])))}
+        return plan
 
     def load(self, modules: Sequence[tuple[str, str]], static: list[str], push: list[str],
              single: Sequence[str] = ()) -> None:

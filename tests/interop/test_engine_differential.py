@@ -670,3 +670,34 @@ def test_a_variable_only_a_call_binds_is_refused_where_opa_and_conftest_iterate_
     assert opa_msgs == expected
     assert embedded_msgs == expected
     assert run_conftest(policy_dir, objects, tmp_path) == expected
+
+
+# A builtin rego-cpp declares but does not implement: the call is undefined in the embedded engine
+# (the rule never holds), where conftest (OPA) evaluates it; pushgate refuses the policy at load.
+UNIMPLEMENTED_BUILTIN_POLICY = """package main
+
+deny contains msg if {
+\tinput.kind == "Service"
+\tsome r in input.spec.loadBalancerSourceRanges
+\tnet.cidr_contains(r, "203.0.113.7")
+\tmsg := sprintf("Service %s is open to %s", [input.metadata.name, r])
+}
+"""
+
+
+def test_a_builtin_regopy_does_not_implement_is_refused_where_conftest_evaluates_it(
+        tmp_path: Path) -> None:
+    policy_dir = tmp_path / "policy"
+    policy_dir.mkdir()
+    (policy_dir / "main.rego").write_text(UNIMPLEMENTED_BUILTIN_POLICY)
+    objects = [{**service("open", "LoadBalancer"), "spec": {"type": "LoadBalancer",
+                                                            "loadBalancerSourceRanges": ["0.0.0.0/0"]}},
+               {**service("closed", "LoadBalancer"), "spec": {"type": "LoadBalancer",
+                                                              "loadBalancerSourceRanges": ["10.0.0.0/8"]}}]
+    work = tmp_path / "files"
+    work.mkdir()
+    assert run_conftest(policy_dir, objects, work) == [
+        {("main/deny", "Service open is open to 0.0.0.0/0")}, set()]
+    refused = r"^main\.rego:6: rule main\.deny calls net\.cidr_contains"
+    with pytest.raises(policies.PolicyError, match=refused):
+        policies.load(str(policy_dir))

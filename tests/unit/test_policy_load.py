@@ -148,6 +148,20 @@ def test_a_variable_bound_before_the_call_is_accepted(tmp_path: Path, body: str)
     assert policies.load(str(tmp_path)).entrypoints == ["team/items/deny"]
 
 
+@pytest.mark.parametrize(("call", "builtin"), [
+    ('net.cidr_contains("0.0.0.0/0", input.spec.loadBalancerIP)', "net.cidr_contains"),
+    ('count(net.cidr_merge(input.spec.loadBalancerSourceRanges)) > 1', "net.cidr_merge"),
+    ('http.send({"method": "get", "url": "http://registry.local"}).status_code != 200', "http.send"),
+])
+def test_a_builtin_regopy_does_not_implement_is_refused_naming_it(
+        tmp_path: Path, call: str, builtin: str) -> None:
+    rule = f'deny contains "open" if {{\n\tinput.kind == "Service"\n\t{call}\n}}\n'
+    write(tmp_path, {"team/ranges.rego": "package team.ranges\n\n" + rule})
+    message = refusal(tmp_path)
+    assert message.startswith(f"team/ranges.rego:5: rule team.ranges.deny calls {builtin}, which the "
+                              f"embedded engine (regopy 1.5.2) declares but does not implement")
+
+
 def test_no_package_refused(tmp_path: Path) -> None:
     write(tmp_path, {"nopkg.rego": "deny contains \"x\" if true\n"})
     assert refusal(tmp_path) == "nopkg.rego: no package declaration"
