@@ -37,7 +37,7 @@ from typing import Any, Protocol
 
 from pushgate.core import violations as pv
 from pushgate.gate import gatekeeper, regoplan
-from pushgate.gate.regoworker import UNDECIDABLE
+from pushgate.gate.regoworker import UNDECIDABLE, WRONG_BUILTIN_PROBES
 
 _PACKAGE = re.compile(r"^\s*package\s+([A-Za-z_][\w.]*)\s*$", re.M)
 # Rego v0 rule heads that OPA 1.x refuses but regopy silently accepts (with other meaning).
@@ -248,6 +248,16 @@ def _refuse_never_holding(plan: dict[str, Any], modules: Sequence[Module]) -> No
             f"and the rule would never hold. pushgate's policies must decide the same in both "
             f"engines (a policy push is checked with the embedded one): use another builtin or "
             f"write the test in Rego")
+    wrong = regoplan.unimplemented_calls(plan, "wrong_builtins")
+    if wrong:
+        builtin, site = wrong[0]
+        more = f" (and {len(wrong) - 1} more)" if len(wrong) > 1 else ""
+        call, expected = WRONG_BUILTIN_PROBES[builtin]
+        raise PolicyError(
+            f"{_where(site, modules)}: rule {site.rule} calls {builtin}{more}, which the embedded "
+            f"engine (regopy 1.5.2) gets wrong (`{call}` is not {json.dumps(expected)} there, as "
+            f"in OPA): its rule could decide differently in the two engines. Use another builtin "
+            f"or write the test in Rego")
     found = regoplan.unbound_reads(plan)
     if not found:
         return

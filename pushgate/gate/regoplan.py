@@ -176,12 +176,14 @@ def unbound_reads(plan: Mapping[str, Any]) -> list[Site]:
     return sorted(out, key=lambda u: (u.file, u.line, u.function))
 
 
-def unimplemented_calls(plan: Mapping[str, Any]) -> list[tuple[str, Site]]:
+def unimplemented_calls(plan: Mapping[str, Any], note: str = "unimplemented_builtins"
+                        ) -> list[tuple[str, Site]]:
     """(builtin, where) for every call to a builtin that rego-cpp declares but does not implement
     (the worker that compiled the plan notes them): such a call is undefined whatever its
-    arguments, so what depends on it never holds. Sorted by file and line."""
+    arguments, so what depends on it never holds. Sorted by file and line. With `note`
+    "wrong_builtins": the builtins it implements but answers differently from OPA."""
     notes = plan.get("pushgate") or {}
-    missing = set(notes.get("unimplemented_builtins") or [])
+    missing = set(notes.get(note) or [])
     if not missing:
         return []
     files = _files(plan)

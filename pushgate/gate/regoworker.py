@@ -89,6 +89,33 @@ def wrapper_module(entrypoints: Sequence[str]) -> str:
     return f"package {WRAPPER_PACKAGE}\n\n{WRAPPER_RULE} := [\n" + "\n".join(items) + "\n]\n"
 
 
+# Builtins rego-cpp 1.5.2 implements but answers differently from OPA for plain input: a call
+# and OPA's answer (tests/interop/test_engine_differential.py asks OPA the same). A policy that
+# calls one is refused while regopy still gets the probe wrong.
+WRONG_BUILTIN_PROBES: dict[str, tuple[str, Any]] = {
+    "time.parse_rfc3339_ns": ('time.parse_rfc3339_ns("2020-01-01T00:00:00Z")', 1577836800000000000),
+    "time.format": ("time.format(0)", "1970-01-01T00:00:00Z"),
+    "urlquery.encode": ('urlquery.encode("a b&c")', "a+b%26c"),
+}
+
+
+def _answers_as_opa(builtin: str) -> bool:
+    from regopy import Interpreter
+
+    call, expected = WRONG_BUILTIN_PROBES[builtin]
+    interp = Interpreter()
+    interp.add_module("probe.rego", f"package probe\n\nanswer := {call}\n")
+    bundle = interp.build(None, ["probe/answer"])
+    if not bundle.ok():
+        return False
+    interp.set_input({})
+    try:
+        got = regoio.query(interp, bundle, "probe/answer", regoio.strict)
+    except (ValueError, regoio.Undecidable):
+        return False
+    return got is not regoio.UNDEFINED and json.dumps(got) == json.dumps(expected)
+
+
 class Worker:
     def __init__(self) -> None:
         self.modules: list[tuple[str, str]] = []
@@ -120,10 +147,12 @@ class Worker:
                 plan: dict[str, Any] = json.load(f)
         # rego-cpp compiles a call to a builtin it declares but does not implement
         # (net.cidr_contains, http.send), and the call is then undefined at every evaluation.
-        declared = (plan.get("static") or {}).get("builtin_funcs") or []
-        plan[PLAN_NOTES] = {"unimplemented_builtins": sorted(
-            str(b["name"]) for b in declared
-            if isinstance(b, dict) and "name" in b and not interp.is_builtin(str(b["name"])))}
+        declared = {str(b["name"]) for b in (plan.get("static") or {}).get("builtin_funcs") or []
+                    if isinstance(b, dict) and "name" in b}
+        plan[PLAN_NOTES] = {
+            "unimplemented_builtins": sorted(b for b in declared if not interp.is_builtin(b)),
+            "wrong_builtins": sorted(b for b in declared & set(WRONG_BUILTIN_PROBES)
+                                     if not _answers_as_opa(b))}
         return plan
 
     def load(self, modules: Sequence[tuple[str, str]], static: list[str], push: list[str],

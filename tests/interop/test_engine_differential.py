@@ -28,7 +28,7 @@ from typing import Any
 import pytest
 import yaml
 
-from pushgate.gate import policies
+from pushgate.gate import policies, regoworker
 from pushgate.gate.embedded import EmbeddedEngine
 from pushgate.gate.opaserver import OpaServerEngine
 from pushgate.gate.regoworker import UNDECIDABLE
@@ -701,3 +701,13 @@ def test_a_builtin_regopy_does_not_implement_is_refused_where_conftest_evaluates
     refused = r"^main\.rego:6: rule main\.deny calls net\.cidr_contains"
     with pytest.raises(policies.PolicyError, match=refused):
         policies.load(str(policy_dir))
+
+
+@pytest.mark.parametrize("builtin", sorted(regoworker.WRONG_BUILTIN_PROBES))
+def test_the_wrong_builtin_probes_hold_opas_answers_and_regopy_misses_them(builtin: str) -> None:
+    """The table pushgate refuses policies by: OPA gives each probe's answer, regopy does not."""
+    call, expected = regoworker.WRONG_BUILTIN_PROBES[builtin]
+    res = subprocess.run([tools.path("opa"), "eval", "-f", "json", call], capture_output=True,
+                         text=True, timeout=60, check=True)
+    assert json.loads(res.stdout)["result"][0]["expressions"][0]["value"] == expected
+    assert not regoworker._answers_as_opa(builtin)

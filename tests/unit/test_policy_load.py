@@ -162,6 +162,16 @@ def test_a_builtin_regopy_does_not_implement_is_refused_naming_it(
                               f"embedded engine (regopy 1.5.2) declares but does not implement")
 
 
+def test_a_builtin_regopy_gets_wrong_is_refused_naming_it(tmp_path: Path) -> None:
+    rule = ('deny contains "expired" if {\n\tinput.kind == "Certificate"\n'
+            '\ttime.parse_rfc3339_ns(input.status.notAfter) < time.now_ns()\n}\n')
+    write(tmp_path, {"certs.rego": "package team.certs\n\n" + rule})
+    message = refusal(tmp_path)
+    assert message.startswith("certs.rego:5: rule team.certs.deny calls time.parse_rfc3339_ns, which "
+                              "the embedded engine (regopy 1.5.2) gets wrong")
+    assert "1577836800000000000" in message
+
+
 def test_no_package_refused(tmp_path: Path) -> None:
     write(tmp_path, {"nopkg.rego": "deny contains \"x\" if true\n"})
     assert refusal(tmp_path) == "nopkg.rego: no package declaration"
