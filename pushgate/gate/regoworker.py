@@ -96,6 +96,10 @@ WRONG_BUILTIN_PROBES: dict[str, tuple[str, Any]] = {
     "time.parse_rfc3339_ns": ('time.parse_rfc3339_ns("2020-01-01T00:00:00Z")', 1577836800000000000),
     "time.format": ("time.format(0)", "1970-01-01T00:00:00Z"),
     "urlquery.encode": ('urlquery.encode("a b&c")', "a+b%26c"),
+    "semver.compare": ('semver.compare("1.10.0", "1.9.0")', 1),
+    "object.union": ('object.union({"a": {"b": 1}}, {"a": {"c": 2}})', {"a": {"b": 1, "c": 2}}),
+    "object.union_n": ('object.union_n([{"a": {"b": 1}}, {"a": {"c": 2}}])', {"a": {"b": 1, "c": 2}}),
+    "format_int": ("format_int(-15, 2)", "-1111"),
 }
 
 
