@@ -234,11 +234,12 @@ def load(directory: str, namespaces: Sequence[str] | None = None) -> PolicySet:
 
 
 def _refuse_never_holding(plan: dict[str, Any], modules: Sequence[Module]) -> None:
-    """Refuse a rule the embedded engine would never fire where OPA may: one that calls a builtin
-    rego-cpp 1.5.2 does not implement, or that has a variable only a call's argument binds
-    (`is_object(input.items[i])`: rego-cpp never iterates it). The policies must decide the same
-    in both engines; binding the variable first does."""
-    calls = regoplan.unimplemented_calls(plan)
+    """Refuse a rule the embedded engine would decide otherwise than OPA: one that calls a
+    builtin rego-cpp 1.5.2 does not implement (never holds) or answers wrongly, or that has a
+    variable only a call's argument binds (`is_object(input.items[i])`: rego-cpp never iterates
+    it, so the rule never holds). The policies must decide the same in both engines; binding the
+    variable first does."""
+    calls = regoplan.noted_calls(plan, regoplan.UNIMPLEMENTED)
     if calls:
         builtin, site = calls[0]
         more = f" (and {len(calls) - 1} more)" if len(calls) > 1 else ""
@@ -248,7 +249,7 @@ def _refuse_never_holding(plan: dict[str, Any], modules: Sequence[Module]) -> No
             f"and the rule would never hold. pushgate's policies must decide the same in both "
             f"engines (a policy push is checked with the embedded one): use another builtin or "
             f"write the test in Rego")
-    wrong = regoplan.unimplemented_calls(plan, "wrong_builtins")
+    wrong = regoplan.noted_calls(plan, regoplan.WRONG)
     if wrong:
         builtin, site = wrong[0]
         more = f" (and {len(wrong) - 1} more)" if len(wrong) > 1 else ""

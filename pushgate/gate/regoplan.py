@@ -156,9 +156,9 @@ class Site:
 def unbound_reads(plan: Mapping[str, Any]) -> list[Site]:
     """Where a function of the plan reads a local that nothing in it writes: such a read is
     always undefined, so the statement always fails. rego-cpp 1.5.2 plans a variable that only a
-    call's argument binds that way (`is_object(input.items[i])`, `startswith(input.names[_],
-    "a")`, `f(input.items[i])`): it never iterates the variable, and the rule silently never
-    holds, where OPA iterates it. Sorted by file and line, one per statement."""
+    call's argument binds that way (`is_object(input.items[i])`, `f(input.items[i])`, also in a
+    comprehension): it never iterates the variable, and the rule silently never holds, where OPA
+    iterates it. Sorted by file and line, one per statement."""
     files = _files(plan)
     out: set[Site] = set()
     for name, func in _funcs(plan).items():
@@ -176,21 +176,25 @@ def unbound_reads(plan: Mapping[str, Any]) -> list[Site]:
     return sorted(out, key=lambda u: (u.file, u.line, u.function))
 
 
-def unimplemented_calls(plan: Mapping[str, Any], note: str = "unimplemented_builtins"
-                        ) -> list[tuple[str, Site]]:
-    """(builtin, where) for every call to a builtin that rego-cpp declares but does not implement
-    (the worker that compiled the plan notes them): such a call is undefined whatever its
-    arguments, so what depends on it never holds. Sorted by file and line. With `note`
-    "wrong_builtins": the builtins it implements but answers differently from OPA."""
-    notes = plan.get("pushgate") or {}
-    missing = set(notes.get(note) or [])
-    if not missing:
+# What the worker that compiles a plan adds to it (not part of OPA's IR): under PLAN_NOTES, the
+# builtins rego-cpp declares but does not implement (a call is undefined whatever its arguments),
+# and those it implements but answers differently from OPA (regoworker.WRONG_BUILTIN_PROBES).
+PLAN_NOTES = "pushgate"
+UNIMPLEMENTED = "unimplemented_builtins"
+WRONG = "wrong_builtins"
+
+
+def noted_calls(plan: Mapping[str, Any], note: str) -> list[tuple[str, Site]]:
+    """(builtin, where) for every call to a builtin of the plan's `note` (UNIMPLEMENTED or
+    WRONG), sorted by file and line."""
+    noted = set((plan.get(PLAN_NOTES) or {}).get(note) or [])
+    if not noted:
         return []
     files = _files(plan)
     out = {(str(stmt.get("func")), _site(name, stmt, files))
            for name, func in _funcs(plan).items()
            for stmt_type, stmt in _stmts(func.get("blocks") or [])
-           if stmt_type == "CallStmt" and stmt.get("func") in missing}
+           if stmt_type == "CallStmt" and stmt.get("func") in noted}
     return sorted(out, key=lambda c: (c[1].file, c[1].line, c[0]))
 
 

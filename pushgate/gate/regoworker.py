@@ -44,7 +44,7 @@ import tempfile
 from collections.abc import Callable, Iterator, Sequence
 from typing import Any
 
-from pushgate.gate import regoio
+from pushgate.gate import regoio, regoplan
 from pushgate.gate.regoio import Undecidable
 
 __all__ = ["UNDECIDABLE", "CompileError", "Undecidable", "Worker"]
@@ -61,9 +61,6 @@ UNDECIDABLE = "!undecidable"
 class CompileError(ValueError):
     """The policies do not compile; the message names the file and line."""
 
-
-# What the worker adds to a plan it compiles (regoplan reads it): not part of OPA's IR.
-PLAN_NOTES = "pushgate"
 
 WRAPPER_PACKAGE = "pushgate.push_eval"  # policies.load refuses packages named pushgate.push*
 WRAPPER_RULE = "rows"
@@ -153,10 +150,10 @@ class Worker:
         # (net.cidr_contains, http.send), and the call is then undefined at every evaluation.
         declared = {str(b["name"]) for b in (plan.get("static") or {}).get("builtin_funcs") or []
                     if isinstance(b, dict) and "name" in b}
-        plan[PLAN_NOTES] = {
-            "unimplemented_builtins": sorted(b for b in declared if not interp.is_builtin(b)),
-            "wrong_builtins": sorted(b for b in declared & set(WRONG_BUILTIN_PROBES)
-                                     if not _answers_as_opa(b))}
+        plan[regoplan.PLAN_NOTES] = {
+            regoplan.UNIMPLEMENTED: sorted(b for b in declared if not interp.is_builtin(b)),
+            regoplan.WRONG: sorted(b for b in declared & set(WRONG_BUILTIN_PROBES)
+                                   if not _answers_as_opa(b))}
         return plan
 
     def load(self, modules: Sequence[tuple[str, str]], static: list[str], push: list[str],
