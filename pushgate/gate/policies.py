@@ -241,34 +241,36 @@ def _refuse_never_holding(plan: dict[str, Any], modules: Sequence[Module]) -> No
     variable first does."""
     calls = regoplan.noted_calls(plan, regoplan.UNIMPLEMENTED)
     if calls:
-        builtin, site = calls[0]
-        more = f" (and {len(calls) - 1} more)" if len(calls) > 1 else ""
+        (builtin, site), count = calls[0], len(calls)
         raise PolicyError(
-            f"{_where(site, modules)}: rule {site.rule} calls {builtin}{more}, which the embedded "
-            f"engine (regopy 1.5.2) declares but does not implement: every call would be undefined "
-            f"and the rule would never hold. pushgate's policies must decide the same in both "
-            f"engines (a policy push is checked with the embedded one): use another builtin or "
-            f"write the test in Rego")
+            f"{_where(site, modules)}: rule {site.rule} calls {builtin}{_more(count)}, which the "
+            f"embedded engine (regopy 1.5.2) declares but does not implement: every call would be "
+            f"undefined and the rule would never hold. pushgate's policies must decide the same "
+            f"in both engines (a policy push is checked with the embedded one): use another "
+            f"builtin or write the test in Rego")
     wrong = regoplan.noted_calls(plan, regoplan.WRONG)
     if wrong:
-        builtin, site = wrong[0]
-        more = f" (and {len(wrong) - 1} more)" if len(wrong) > 1 else ""
+        (builtin, site), count = wrong[0], len(wrong)
         call, expected = WRONG_BUILTIN_PROBES[builtin]
         raise PolicyError(
-            f"{_where(site, modules)}: rule {site.rule} calls {builtin}{more}, which the embedded "
-            f"engine (regopy 1.5.2) gets wrong (`{call}` is not {json.dumps(expected)} there, as "
-            f"in OPA): its rule could decide differently in the two engines. Use another builtin "
-            f"or write the test in Rego")
-    found = regoplan.unbound_reads(plan)
-    if not found:
-        return
-    first = found[0]
-    more = f" (and {len(found) - 1} more)" if len(found) > 1 else ""
-    raise PolicyError(
-        f"{_where(first, modules)}: rule {first.rule} uses a variable that only a function's "
-        f"argument binds, such as i in `is_object(input.items[i])` or `f(input.items[i])`{more}: "
-        f"the embedded engine (regopy 1.5.2) never binds it, so the rule would never hold, where "
-        f"OPA iterates it. Bind it first, then call: `item := input.items[i]; is_object(item)`")
+            f"{_where(site, modules)}: rule {site.rule} calls {builtin}{_more(count)}, which the "
+            f"embedded engine (regopy 1.5.2) gets wrong (`{call}` is not {json.dumps(expected)} "
+            f"there, as in OPA): its rule could decide differently in the two engines. Use "
+            f"another builtin or write the test in Rego")
+    unbound = regoplan.unbound_reads(plan)
+    if unbound:
+        site, count = unbound[0], len(unbound)
+        raise PolicyError(
+            f"{_where(site, modules)}: rule {site.rule} uses a variable that only a function's "
+            f"argument binds, such as i in `is_object(input.items[i])` or `f(input.items[i])`"
+            f"{_more(count)}: the embedded engine (regopy 1.5.2) never binds it, so the rule would "
+            f"never hold, where OPA iterates it. Bind it first, then call: "
+            f"`item := input.items[i]; is_object(item)`")
+
+
+def _more(count: int) -> str:
+    """What a refusal that names the first of `count` places adds about the others."""
+    return f" (and {count - 1} more)" if count > 1 else ""
 
 
 def _where(site: regoplan.Site, modules: Sequence[Module]) -> str:
