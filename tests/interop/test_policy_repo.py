@@ -187,20 +187,17 @@ def test_unfit_policy_commits_are_refused(git: Git, pg: Server, tmp_path: Path) 
 
     # Forms the embedded engine would silently never fire where OPA does: refused by the loader,
     # at their line, naming the rule (and the builtin).
-    git.write(work, {"broken.rego": "package broken\n\ndeny contains \"map\" if {\n"
-                                    "\tis_object(input.items[i])\n}\n"})
-    git.commit_all(work, "call-bound variable")
-    res = policy_push(git, pg, work)
-    assert res.returncode != 0
-    assert any(line.startswith("broken.rego:4 [policy-set]") and "rule broken.deny uses a variable" in line
-               for line in remote(res)), remote(res)
-    git.write(work, {"broken.rego": "package broken\n\ndeny contains \"open\" if {\n"
-                                    "\tnet.cidr_contains(\"0.0.0.0/0\", input.spec.loadBalancerIP)\n}\n"})
-    git.commit_all(work, "unimplemented builtin")
-    res = policy_push(git, pg, work)
-    assert res.returncode != 0
-    assert any(line.startswith("broken.rego:4 [policy-set]") and "calls net.cidr_contains" in line
-               for line in remote(res)), remote(res)
+    for what, body, says in [
+        ("call-bound variable", "is_object(input.items[i])", "rule broken.deny uses a variable"),
+        ("unimplemented builtin", 'net.cidr_contains("0.0.0.0/0", input.spec.loadBalancerIP)',
+         "calls net.cidr_contains"),
+    ]:
+        git.write(work, {"broken.rego": f'package broken\n\ndeny contains "x" if {{\n\t{body}\n}}\n'})
+        git.commit_all(work, what)
+        res = policy_push(git, pg, work)
+        assert res.returncode != 0
+        assert any(line.startswith("broken.rego:4 [policy-set]") and says in line
+                   for line in remote(res)), remote(res)
     assert policy_refs(pg) == {}
 
     # A failing test: refused, naming the test.
