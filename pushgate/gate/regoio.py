@@ -12,22 +12,27 @@ from __future__ import annotations
 
 import json
 import re
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
 from typing import Any
 
 UNDEFINED = object()  # an undefined rule (absent from the results)
 _ESCAPE = re.compile(r'(?:\\u[0-9a-fA-F]{4})+|\\["\\/bfnrt]')
+# What JSON writes with a backslash: `"`, `\\` and the control characters (NUL included).
+NEEDS_ESCAPE = re.compile(r'["\\\x00-\x1f]')
 
 
 class Undecidable(ValueError):
     """The embedded engine cannot answer faithfully for this object (it differs from OPA)."""
 
 
-def set_input(interp: Any, value: Any) -> None:
+def set_input(interp: Any, value: Any) -> bool:
     """regopy's `Interpreter.set_input(value)`, built with direct C calls: same values, same
     errors (RegoError), about twice as fast as regopy's converter for JSON values. (One C call
     per node, ~80 for a bench.corpus object: the functions are bound once and every result is
-    tested inline, which takes a fifth off the Python around them.)"""
+    tested inline, which takes a fifth off the Python around them.)
+
+    Returns whether a key or string of `value` holds a character JSON escapes (NEEDS_ESCAPE):
+    found on the way, where a separate pass over the value cost the worker ~5 % an object."""
     from regopy import rego_shared as rs
 
     lib = rs.rego
@@ -35,18 +40,25 @@ def set_input(interp: Any, value: Any) -> None:
     new_string, new_object, new_item, new_array = (
         lib.regoInputString, lib.regoInputObject, lib.regoInputObjectItem, lib.regoInputArray)
     p = lib.regoNewInput()
+    needs = NEEDS_ESCAPE.search
+    special = False
 
     def failed(code: int) -> None:
         raise rs.RegoError("Unable to create input", code)
 
     def add(v: Any) -> None:
+        nonlocal special
         t = type(v)
         if t is str:
+            if not special and needs(v):
+                special = True
             if (code := new_string(p, v.encode("utf-8"))) != ok:
                 failed(code)
         elif t is dict:
             for k, item in v.items():
                 if type(k) is str:
+                    if not special and needs(k):
+                        special = True
                     if (code := new_string(p, k.encode("utf-8"))) != ok:
                         failed(code)
                 else:
@@ -81,7 +93,7 @@ def set_input(interp: Any, value: Any) -> None:
     except _Foreign:
         lib.regoFreeInput(p)
         interp.set_input(value)
-        return
+        return needs_escape(value)
     except BaseException:
         lib.regoFreeInput(p)
         raise
@@ -89,6 +101,30 @@ def set_input(interp: Any, value: Any) -> None:
         rs.rego_set_input(interp._impl, p)
     finally:
         lib.regoFreeInput(p)
+    return special
+
+
+def needs_escape(value: Any) -> bool:
+    """Whether a key or string anywhere in `value` holds a character JSON escapes."""
+    return any(NEEDS_ESCAPE.search(s) for s in strings(value))
+
+
+def holds_nul(value: Any) -> bool:
+    return any("\x00" in s for s in strings(value))
+
+
+def strings(value: Any) -> Iterator[str]:
+    """Every string of a value, keys included."""
+    todo = [value]
+    while todo:
+        v = todo.pop()
+        if isinstance(v, str):
+            yield v
+        elif isinstance(v, dict):
+            yield from (k for k in v if isinstance(k, str))
+            todo.extend(v.values())
+        elif isinstance(v, (list, tuple)):
+            todo.extend(v)
 
 
 class _Foreign(Exception):

@@ -41,7 +41,7 @@ import os
 import re
 import sys
 import tempfile
-from collections.abc import Callable, Iterator, Sequence
+from collections.abc import Callable, Sequence
 from typing import Any
 
 from pushgate.gate import regoio, regoplan
@@ -49,7 +49,6 @@ from pushgate.gate.regoio import Undecidable
 
 __all__ = ["UNDECIDABLE", "CompileError", "Undecidable", "Worker"]
 
-_NEEDS_ESCAPE = re.compile(r'["\\\x00-\x1f]')
 # Double-quoted Rego string literals, raw strings and comments (skipped), in source order.
 _TOKENS = re.compile(r'"(?:[^"\\\n]|\\.)*"|`[^`]*`|#[^\n]*')
 
@@ -201,7 +200,7 @@ class Worker:
 
     def evaluate(self, push: dict[str, Any], objects: list[Any],
                  entrypoints: list[str] | None) -> list[list[list[Any]]]:
-        if _holds_nul(push):
+        if regoio.holds_nul(push):
             raise regoio.Undecidable("the push context holds a NUL character (U+0000), which the "
                               "embedded policy engine cannot evaluate faithfully")
         wanted = list(entrypoints) if entrypoints is not None else self.static + self.push_eps
@@ -226,28 +225,25 @@ class Worker:
 
     def _one(self, obj: Any, wanted: list[str], static: list[str],
              dynamic: list[str]) -> list[list[Any]]:
-        # Every string that holds `"`, `\\` or a control character (NUL included) is written
-        # with a backslash by JSON, and nothing else is: one C-speed scan for the common case.
-        special = "\\" in json.dumps(obj, ensure_ascii=False)
-        if special and _holds_nul(obj):
-            # regopy hands strings to C as NUL-terminated: it would decide on a truncated
-            # string (`{"hostNetwork\\0": false, "hostNetwork": true}` passes). Fail closed.
-            raise regoio.Undecidable("the object holds a NUL character (U+0000), which the embedded "
-                              "policy engine cannot evaluate faithfully")
         values: dict[str, Any] = {}
-        # The push context is data, which rego-cpp always holds JSON-escaped: only the
-        # object's strings can be in two forms.
-        twice = special and _needs_escape(obj)
         if static and self._static is not None:
-            values.update(_decide(self._static, static, obj, twice))
+            values.update(_decide(self._static, static, obj))
         if dynamic and self._dynamic is not None:
-            values.update(_decide(self._dynamic, dynamic, obj, twice))
+            values.update(_decide(self._dynamic, dynamic, obj))
         return [[ep, values[ep]] for ep in wanted if values[ep] is not regoio.UNDEFINED]
 
 
-def _decide(compiled: Compiled, entrypoints: list[str], obj: Any, twice: bool) -> dict[str, Any]:
+def _decide(compiled: Compiled, entrypoints: list[str], obj: Any) -> dict[str, Any]:
     interp = compiled.interp
-    regoio.set_input(interp, obj)
+    # Whether a string (or key) holds `"`, `\\` or a control character, NUL included: what
+    # rego-cpp can hold in two forms. The push context is data, which rego-cpp always holds
+    # JSON-escaped: only the object's strings can.
+    twice = regoio.set_input(interp, obj)
+    if twice and regoio.holds_nul(obj):
+        # regopy hands strings to C as NUL-terminated: it would decide on a truncated string
+        # (`{"hostNetwork\\0": false, "hostNetwork": true}` passes). Fail closed, unqueried.
+        raise regoio.Undecidable("the object holds a NUL character (U+0000), which the embedded "
+                                 "policy engine cannot evaluate faithfully")
     raw = _run(compiled, entrypoints, regoio.lenient if twice else regoio.strict)
     if not twice:
         return raw
@@ -307,27 +303,6 @@ def compile_error(text: str, sources: dict[str, str]) -> str:
         line = src[: int(offset)].count(b"\n") + 1
         lines.append(f"{name}:{line}: {msg}" if name else msg)
     return "; ".join(lines) if lines else text[:1500]
-
-
-def _strings(value: Any) -> Iterator[str]:
-    todo = [value]
-    while todo:
-        v = todo.pop()
-        if isinstance(v, str):
-            yield v
-        elif isinstance(v, dict):
-            yield from (k for k in v if isinstance(k, str))
-            todo.extend(v.values())
-        elif isinstance(v, list):
-            todo.extend(v)
-
-
-def _needs_escape(value: Any) -> bool:
-    return any(_NEEDS_ESCAPE.search(s) for s in _strings(value))
-
-
-def _holds_nul(value: Any) -> bool:
-    return any("\x00" in s for s in _strings(value))
 
 
 def main() -> None:

@@ -141,3 +141,20 @@ def test_set_input_raises_regopys_error_and_frees_what_it_built(probe: Any) -> N
     finally:
         rs.rego.regoFreeInput = real_free
     assert len(freed) == 1
+
+
+@pytest.mark.parametrize("value", [
+    {"s": ["plain", "é", "\u2028", "/", "\x7f"], "o": {"k": [1, None, True, 2.5]}},
+    {"s": ["x"], "o": {"t": ("a", "tuple")}},  # regopy's converter builds it
+    *[{"s": ["x", f"a{c}b"], "o": {}} for c in ('"', "\\", "\n", "\t", "\x00", "\x1f")],
+    *[{"s": ["x"], "o": {"deep": [{f"k{c}": 1}]}} for c in ('"', "\\", "\r", "\x00")],
+    {"s": ["x"], "o": {"t": ("a", 'tu"ple')}},
+], ids=["none", "tuple", *[f"string-{i}" for i in range(6)], *[f"key-{i}" for i in range(4)],
+        "tuple-quote"])
+def test_set_input_says_whether_a_string_or_key_needs_escaping(probe: Any, value: Any) -> None:
+    interp, _ = probe
+    # what JSON writes with a backslash, and nothing else (the worker's test for a second run)
+    expected = "\\" in json.dumps(value, ensure_ascii=False)
+    assert regoio.set_input(interp, value) is expected
+    assert regoio.needs_escape(value) is expected
+    assert regoio.holds_nul(value) is ("\\u0000" in json.dumps(value))
