@@ -10,6 +10,7 @@ clean object gets), which are read from the printed text.
 
 from __future__ import annotations
 
+import ctypes
 import json
 import re
 from collections.abc import Callable, Iterator
@@ -27,9 +28,10 @@ class Undecidable(ValueError):
 
 def set_input(interp: Any, value: Any) -> bool:
     """regopy's `Interpreter.set_input(value)`, built with direct C calls: same values, same
-    errors (RegoError), about twice as fast as regopy's converter for JSON values. (One C call
-    per node, ~80 for a bench.corpus object: the functions are bound once and every result is
-    tested inline, which takes a fifth off the Python around them.)
+    errors (RegoError), about twice as fast as regopy's converter for JSON values. (Three C calls
+    a field, ~200 for a bench.corpus Deployment: the calls skip ctypes' argument conversion
+    (`_calls`), strings are added where their object or array is walked, and every answer is
+    tested inline.)
 
     Returns whether a key or string of `value` holds a character JSON escapes (NEEDS_ESCAPE):
     found on the way, where a separate pass over the value cost the worker ~5 % an object."""
@@ -37,9 +39,9 @@ def set_input(interp: Any, value: Any) -> bool:
 
     lib = rs.rego
     ok = rs.Code.OK
-    new_string, new_object, new_item, new_array = (
-        lib.regoInputString, lib.regoInputObject, lib.regoInputObjectItem, lib.regoInputArray)
+    new_string, new_item, new_object, new_array, new_null = _calls()
     p = lib.regoNewInput()
+    h = ctypes.c_void_p(p)
     needs = NEEDS_ESCAPE.search
     special = False
 
@@ -49,29 +51,41 @@ def set_input(interp: Any, value: Any) -> bool:
     def add(v: Any) -> None:
         nonlocal special
         t = type(v)
-        if t is str:
-            if not special and needs(v):
-                special = True
-            if (code := new_string(p, v.encode("utf-8"))) != ok:
-                failed(code)
-        elif t is dict:
+        if t is dict:
             for k, item in v.items():
                 if type(k) is str:
                     if not special and needs(k):
                         special = True
-                    if (code := new_string(p, k.encode("utf-8"))) != ok:
+                    if (code := new_string(h, k.encode("utf-8"))) != ok:
                         failed(code)
                 else:
                     add(k)
-                add(item)
-                if (code := new_item(p)) != ok:
+                if type(item) is str:
+                    if not special and needs(item):
+                        special = True
+                    if (code := new_string(h, item.encode("utf-8"))) != ok:
+                        failed(code)
+                else:
+                    add(item)
+                if (code := new_item(h)) != ok:
                     failed(code)
-            if (code := new_object(p, len(v))) != ok:
+            if (code := new_object(h, len(v))) != ok:
                 failed(code)
         elif t is list:
             for item in v:
-                add(item)
-            if (code := new_array(p, len(v))) != ok:
+                if type(item) is str:
+                    if not special and needs(item):
+                        special = True
+                    if (code := new_string(h, item.encode("utf-8"))) != ok:
+                        failed(code)
+                else:
+                    add(item)
+            if (code := new_array(h, len(v))) != ok:
+                failed(code)
+        elif t is str:
+            if not special and needs(v):
+                special = True
+            if (code := new_string(h, v.encode("utf-8"))) != ok:
                 failed(code)
         elif t is bool:
             if (code := lib.regoInputBoolean(p, v)) != ok:
@@ -83,7 +97,7 @@ def set_input(interp: Any, value: Any) -> bool:
             if (code := lib.regoInputFloat(p, v)) != ok:
                 failed(code)
         elif v is None:
-            if (code := lib.regoInputNull(p)) != ok:
+            if (code := new_null(h)) != ok:
                 failed(code)
         else:  # not a JSON value: regopy's own converter decides (and names the type)
             raise _Foreign()
@@ -102,6 +116,30 @@ def set_input(interp: Any, value: Any) -> bool:
     finally:
         lib.regoFreeInput(p)
     return special
+
+
+_CALLS: tuple[Any, ...] = ()
+
+
+def _calls() -> tuple[Any, ...]:
+    """regoInputString, regoInputObjectItem, regoInputObject, regoInputArray and regoInputNull
+    of the library regopy loaded, declared without argument types: called with a `c_void_p`
+    handle, `bytes` and lengths (which C reads as the unsigned 32-bit count its prototype
+    declares), ctypes passes them as they are instead of converting each argument (a fifth of
+    each call). The functions with 64-bit or floating-point arguments keep regopy's prototypes."""
+    global _CALLS
+    if not _CALLS:
+        from regopy import rego_shared as rs
+
+        lib = ctypes.CDLL(rs.rego._name)  # already loaded: the same library, not a second copy
+        calls = []
+        for name in ("regoInputString", "regoInputObjectItem", "regoInputObject",
+                     "regoInputArray", "regoInputNull"):
+            f = getattr(lib, name)
+            f.restype = ctypes.c_uint32
+            calls.append(f)
+        _CALLS = tuple(calls)
+    return _CALLS
 
 
 def needs_escape(value: Any) -> bool:
