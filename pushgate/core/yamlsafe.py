@@ -352,81 +352,138 @@ def _plain(text: str, max_documents: int, max_depth: int) -> list[Document]:
     pass over the parser's events, without composing nodes first. Raises _General at anything
     else: the caller then parses the whole text the general way, which decides and reports it.
     Two thirds of a 5,000-file parse was composing nodes and walking them again
-    (bench/RESULTS.md, gate_full); most manifests are plain."""
+    (bench/RESULTS.md, gate_full); most manifests are plain.
+
+    Speed: each event is taken once (no look ahead), a scalar field or item is handled where its
+    mapping or sequence is walked, a plain scalar's tag and a short non-string scalar's value are
+    remembered per text (`_scalar`), and a span's fields are collected flat, as Span holds them."""
     try:
         loader: Any = LOADER(text)  # PyYAML's pure Reader may already raise here
     except (yaml.YAMLError, ValueError) as e:
         raise _General from e
-    get, peek = loader.get_event, loader.peek_event
+    get = loader.get_event
+    tags = _PLAIN_TAGS.setdefault(type(loader), {})
+    # Any: each event's position is read directly (the parsers always set one)
+    scalar_event: Any = events.ScalarEvent
+    mapping_start: Any = events.MappingStartEvent
+    mapping_end: Any = events.MappingEndEvent
+    sequence_start: Any = events.SequenceStartEvent
+    sequence_end: Any = events.SequenceEndEvent
 
-    def resolve(event: Any) -> str:
+    def scalar(event: Any) -> Any:
+        """The value of a scalar event: a str (shared when short), or what its tag makes."""
         if event.anchor is not None or event.tag is not None:
             raise _General
-        return _resolve(loader, ScalarNode, event.value, event.implicit)
+        value = event.value
+        if event.implicit[0]:  # plain: the resolver's answer depends on the text alone
+            tag = tags.get(value)
+            if tag is None:
+                tag = _resolve(loader, ScalarNode, value, event.implicit)
+                if len(value) <= _RESOLVED_LEN:
+                    if len(tags) >= _RESOLVED_MAX:
+                        tags.clear()
+                    tags[value] = tag
+        else:
+            tag = _resolve(loader, ScalarNode, value, event.implicit)
+        if tag == _STR:
+            return intern(value) if len(value) <= _INTERN_LEN else value
+        return _scalar(loader, tag, value, event)
 
-    def build(depth: int) -> tuple[Any, Lines]:
-        event = get()
-        cls = type(event)
-        if cls is events.ScalarEvent:
-            tag, line = resolve(event), _line(event)
-            if tag == _STR:
-                return _text(event.value), line
-            if tag not in _SCALARS:
-                raise _General
-            node = ScalarNode(tag, event.value, event.start_mark, event.end_mark)
-            value = type(loader).yaml_constructors[tag](loader, node)
-            if isinstance(value, float) and not math.isfinite(value):
-                raise _General
-            return value, line
-        mapping = cls is events.MappingStartEvent
-        if not (mapping or cls is events.SequenceStartEvent):
-            raise _General  # an alias
-        if event.anchor is not None or event.tag is not None or depth >= max_depth:
-            raise _General
-        spans: dict[str, Lines] = {}
-        end = events.MappingEndEvent if mapping else events.SequenceEndEvent
-        if mapping:
+    def collection(event: Any, depth: int) -> tuple[Any, Lines]:
+        if ((type(event) is not mapping_start and type(event) is not sequence_start)
+                or event.anchor is not None or event.tag is not None or depth >= max_depth):
+            raise _General  # an alias, an anchor, a tag, or too deep
+        flat: list[Any] = []  # key, span, key, span, ...: Span.fields
+        depth += 1
+        if type(event) is mapping_start:
             fields: dict[str, Any] = {}
-            while type(peek()) is not end:
+            while True:
                 key = get()
-                if type(key) is not events.ScalarEvent or resolve(key) != _STR:
+                if type(key) is not scalar_event:
+                    if type(key) is mapping_end:
+                        break
+                    raise _General  # a collection or an alias as a key
+                name = scalar(key)
+                if type(name) is not str:
                     raise _General
-                name = intern(key.value)
+                name = intern(name)  # one string per distinct key, not one per manifest
                 if name in fields:
                     raise _General
-                fields[name], span = build(depth + 1)
-                spans[name] = _keyed(_line(key), span)
-            get()
-            return fields, _span(_line(event), spans)
+                key_line = key.start_mark.line + 1
+                child = get()
+                if type(child) is scalar_event:
+                    fields[name] = scalar(child)
+                    flat += (name, key_line)
+                else:
+                    fields[name], span = collection(child, depth)
+                    flat += (name, _keyed(key_line, span))
+            line = event.start_mark.line + 1
+            return fields, Span(line, tuple(flat)) if flat else line
         items: list[Any] = []
-        while type(peek()) is not end:
-            value, spans[_index(len(items))] = build(depth + 1)
-            items.append(value)
-        get()
-        return items, _span(_line(event), spans)
+        i = 0
+        while True:
+            child = get()
+            if type(child) is scalar_event:
+                items.append(scalar(child))
+                flat += (_index(i), child.start_mark.line + 1)
+            elif type(child) is sequence_end:
+                break
+            else:
+                value, span = collection(child, depth)
+                items.append(value)
+                flat += (_index(i), span)
+            i += 1
+        line = event.start_mark.line + 1
+        return items, Span(line, tuple(flat)) if flat else line
 
     try:
         documents: list[Document] = []
         get()  # StreamStartEvent
         index = 0
-        while type(peek()) is not events.StreamEndEvent:
+        while type(loader.peek_event()) is not events.StreamEndEvent:
             get()  # DocumentStartEvent
             if index >= max_documents:
                 raise _General
-            root = peek()
-            if type(root) is events.ScalarEvent and resolve(root) == _NULL:
-                get()
+            root = get()
+            if type(root) is scalar_event:
+                value = scalar(root)
+                if value is not None:  # `---` alone, comments only, or `~`: no document
+                    documents.append(Document(index, value, Span(root.start_mark.line + 1)))
             else:
-                value, span = build(0)
+                value, span = collection(root, 0)
                 documents.append(Document(index, value, _whole(span)))
             get()  # DocumentEndEvent
             index += 1
         return documents
-    except (yaml.YAMLError, ValueError, KeyError, RecursionError) as e:
-        raise _General from e
+    except (yaml.YAMLError, ValueError, KeyError, RecursionError, AttributeError) as e:
+        raise _General from e  # AttributeError: an event without a position (none seen)
     finally:
         loader.dispose()
-        build = None  # type: ignore[assignment]  # its closure holds it: a cycle with the parser
+        collection = scalar = None  # type: ignore[assignment]  # closures: a cycle with the parser
+
+
+_PLAIN_TAGS: dict[type, dict[str, str]] = {}  # per loader class: a plain scalar's text -> its tag
+_VALUES: dict[tuple[str, str], Any] = {}  # (tag, text) -> value, for short non-string scalars
+
+
+def _scalar(loader: Any, tag: str, value: str, event: Any) -> Any:
+    """A non-string scalar's value, made by the loader's constructor (remembered when short:
+    "8080", "true", "1" recur). Raises _General for a tag JSON has no value for (a timestamp, a
+    binary) and for a float JSON cannot hold."""
+    found = _VALUES.get((tag, value), _VALUES)
+    if found is not _VALUES:
+        return found
+    if tag not in _SCALARS:
+        raise _General
+    made = type(loader).yaml_constructors[tag](loader, ScalarNode(tag, value, event.start_mark,
+                                                                  event.end_mark))
+    if isinstance(made, float) and not math.isfinite(made):
+        raise _General
+    if len(value) <= _RESOLVED_LEN:
+        if len(_VALUES) >= _RESOLVED_MAX:
+            _VALUES.clear()
+        _VALUES[(tag, value)] = made
+    return made
 
 
 def parse_yaml(
