@@ -40,11 +40,10 @@ import json
 import os
 import re
 import sys
-import tempfile
 from collections.abc import Callable, Sequence
 from typing import Any
 
-from pushgate.gate import regoio, regoplan
+from pushgate.gate import regoio
 from pushgate.gate.regoio import Undecidable
 
 __all__ = ["UNDECIDABLE", "CompileError", "Undecidable", "Worker"]
@@ -129,7 +128,11 @@ class Worker:
     @staticmethod
     def plan(modules: Sequence[tuple[str, str]]) -> Any:
         """The compiled plan (OPA's IR) of every rule of every package."""
+        import tempfile  # here, with regoplan: a worker that only evaluates starts without them
+
         from regopy import BundleFormat, Interpreter
+
+        from pushgate.gate import regoplan
 
         interp = Interpreter()
         sources = dict(modules)
