@@ -6,8 +6,9 @@ Every process is timed whole (start-up included) and the sides alternate within 
 Targets: median(pushgate) / median(kubeconform) <= 1.0 (the whole gate in less time than the
 schema check alone), and the policy phase <= 0.3 ms per object on both of pushgate's engines
 (the embedded regopy workers, and an OPA server on loopback), measured in-process as the median
-of repeats over all N objects, each engine already started (a first push's workers are warmed at
-server start), helper workers and concurrent requests included.
+of repeats over all N objects, each engine already started (a server warms its engine's primary
+worker at start), the helper workers each big batch starts (and stops) and concurrent requests
+included.
 
 pushgate runs as `pushgate validate` with one change: its gate time limit is raised from the
 hard-coded 30 s (see PUSHGATE_SHIM); runs that took longer are counted in the report.
