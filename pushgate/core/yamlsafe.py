@@ -463,7 +463,9 @@ def _plain(text: str, max_documents: int, max_depth: int) -> list[Document]:
 
 
 _PLAIN_TAGS: dict[type, dict[str, str]] = {}  # per loader class: a plain scalar's text -> its tag
-_VALUES: dict[tuple[str, str], Any] = {}  # (tag, text) -> value, for short non-string scalars
+# (tag, text) -> value, for short non-string scalars. Not per loader class: both loaders take
+# these tags' constructors from PyYAML's SafeConstructor, so a text makes the same value in both.
+_VALUES: dict[tuple[str, str], Any] = {}
 
 
 def _scalar(loader: Any, tag: str, value: str, event: Any) -> Any:
