@@ -47,6 +47,15 @@ VALUES: list[Any] = [
 ]
 
 
+@pytest.fixture(params=["c", "python"])
+def walk(request: pytest.FixtureRequest, monkeypatch: pytest.MonkeyPatch) -> str:
+    """Each test that takes it runs with the C walk (pushgate/gate/_regoinput.c) and without it
+    (regoio builds the input in Python, as on a machine without a C compiler)."""
+    if request.param == "python":
+        monkeypatch.setattr(regoio, "_C", None)
+    return str(request.param)
+
+
 @pytest.fixture(scope="module")
 def probe() -> Any:
     from regopy import Interpreter
@@ -76,7 +85,7 @@ def _answer(probe: Any) -> str:
 
 
 @pytest.mark.parametrize("value", VALUES, ids=["special", "empty", "plain"])
-def test_same_answers_as_the_json_parser(probe: Any, value: Any) -> None:
+def test_same_answers_as_the_json_parser(walk: str, probe: Any, value: Any) -> None:
     interp, _ = probe
     interp.set_input_term(json.dumps(value, ensure_ascii=False))
     parsed = _answer(probe)
@@ -88,7 +97,7 @@ def test_same_answers_as_the_json_parser(probe: Any, value: Any) -> None:
         assert _answer(probe) != parsed or value["s"] == ["x"]
 
 
-def test_a_key_that_is_not_a_string_goes_through_the_parser(probe: Any) -> None:
+def test_a_key_that_is_not_a_string_goes_through_the_parser(walk: str, probe: Any) -> None:
     interp, _ = probe
     value = {"s": ['a"b'], "o": {7: "seven", "k": "v"}}
     interp.set_input_term(json.dumps(value, ensure_ascii=False))
@@ -98,7 +107,7 @@ def test_a_key_that_is_not_a_string_goes_through_the_parser(probe: Any) -> None:
     assert '"7"' in parsed  # JSON made the key a string
 
 
-def test_an_input_the_builtins_refuse_is_refused_either_way(probe: Any) -> None:
+def test_an_input_the_builtins_refuse_is_refused_either_way(walk: str, probe: Any) -> None:
     interp, _ = probe
     value = {"s": ["\\u00e9"], "o": {}}  # a backslash and "u00e9", not an escape
     interp.set_input_term(json.dumps(value, ensure_ascii=False))
@@ -113,7 +122,7 @@ def test_an_input_the_builtins_refuse_is_refused_either_way(probe: Any) -> None:
     {"s": ["x"], "o": {2: "int key", False: "bool key", None: "null key"}},  # keys the C calls add as values
     {"s": ["x"], "o": {"t": ("a", "tuple")}},  # not JSON: regopy's converter decides
 ], ids=["special", "empty", "plain", "odd-keys", "tuple"])
-def test_set_input_builds_what_regopys_converter_builds(probe: Any, value: Any) -> None:
+def test_set_input_builds_what_regopys_converter_builds(walk: str, probe: Any, value: Any) -> None:
     interp, _ = probe
     interp.set_input(value)
     converted = _answer(probe)
@@ -122,9 +131,11 @@ def test_set_input_builds_what_regopys_converter_builds(probe: Any, value: Any) 
     assert '"x"' in converted or value["s"] != ["x"]  # the input really was read
 
 
-def test_set_input_raises_regopys_error_and_frees_what_it_built(probe: Any) -> None:
+def test_set_input_raises_regopys_error_and_frees_what_it_built(probe: Any,
+                                                                monkeypatch: pytest.MonkeyPatch) -> None:
     from regopy import rego_shared as rs
 
+    monkeypatch.setattr(regoio, "_C", None)  # the Python walk: its calls can be replaced
     interp, _ = probe
     freed: list[Any] = []
     real_free = rs.rego.regoFreeInput
@@ -151,7 +162,7 @@ def test_set_input_raises_regopys_error_and_frees_what_it_built(probe: Any) -> N
     {"s": ["x"], "o": {"t": ("a", 'tu"ple')}},
 ], ids=["none", "tuple", *[f"string-{i}" for i in range(6)], *[f"key-{i}" for i in range(4)],
         "tuple-quote"])
-def test_set_input_says_whether_a_string_or_key_needs_escaping(probe: Any, value: Any) -> None:
+def test_set_input_says_whether_a_string_or_key_needs_escaping(walk: str, probe: Any, value: Any) -> None:
     interp, _ = probe
     # what JSON writes with a backslash, and nothing else (the worker's test for a second run)
     expected = "\\" in json.dumps(value, ensure_ascii=False)
