@@ -1,6 +1,6 @@
 #!/usr/bin/env bash
 # Creates .venv at the repo root with pushgate and its pinned Python dependencies.
-# Idempotent: does nothing when pyproject.toml, constraints.txt and the C extension's source are
+# Idempotent: does nothing when pyproject.toml, constraints.txt and the C extensions' sources are
 # unchanged since the last run.
 set -euo pipefail
 root=$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)
@@ -8,8 +8,8 @@ cd "$root"
 py=${PYTHON:-python3.11}
 command -v "$py" >/dev/null 2>&1 || { echo "setup.sh: Python 3.11 is required ('$py' not found; set PYTHON=...)" >&2; exit 1; }
 stamp=.venv/.pushgate-setup
-# the C extension is built by the install: a change to its source installs again
-want=$(cat pyproject.toml constraints.txt pushgate/gate/_regoinput.c | sha256sum | cut -d' ' -f1)
+# the C extensions are built by the install: a change to their source installs again
+want=$(cat pyproject.toml constraints.txt pushgate/gate/_regoinput.c pushgate/core/_yamlplain.c | sha256sum | cut -d' ' -f1)
 if [ -x .venv/bin/pushgate ] && [ "$(cat "$stamp" 2>/dev/null)" = "$want" ]; then
   exit 0
 fi

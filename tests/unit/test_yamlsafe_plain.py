@@ -48,6 +48,13 @@ HOSTILE = [
     "x: " + "y" * 100 + "\n",
     "%YAML 1.1\n---\na: 1\n",
     "a: 1\n...\n---\nb: 2\n",
+    "\ufeffa: 1\n",  # a byte order mark
+    "a: \x00\n",
+    "? !!str k\n: v\n",  # a tag on a key
+    "[a, {b: c}, [d], &x e, f]\n",
+    "- |\n  text\n- ''\n- \"\"\n- !!null ''\n",
+    "99999999999999999999999: big\n",
+    "a: 99999999999999999999999\nb: -0.0\nc: 1_0.5\n",
 ]
 
 WORDS = ["name", "app", "v1", "8080", "true", "null", "1.5", "-3", "x y", "a:b", "#c", "é", "", "~",
@@ -97,9 +104,23 @@ def _parse(text: str, fast: bool, monkeypatch: pytest.MonkeyPatch) -> Any:
     return docs, [str(p) for p in parsed.problems]
 
 
-@pytest.fixture(params=yamlsafe.LOADERS, ids=lambda loader: loader.__name__.strip("_"))
+# Each loader's plain path; libyaml's twice: in C (pushgate/core/_yamlplain.c) and in Python.
+PATHS = [(loader, c) for loader in yamlsafe.LOADERS for c in (True, False)
+         if not c or loader is yamlsafe._C_LOADER]
+
+
+@pytest.fixture(params=PATHS, ids=lambda p: p[0].__name__.strip("_") + ("-c" if p[1] else ""))
 def loader(request: pytest.FixtureRequest, monkeypatch: pytest.MonkeyPatch) -> None:
-    monkeypatch.setattr(yamlsafe, "LOADER", request.param)
+    loader, c = request.param
+    monkeypatch.setattr(yamlsafe, "LOADER", loader)
+    if not c:
+        monkeypatch.setattr(yamlsafe, "_C_LOADER", None)
+
+
+def test_the_c_plain_path_is_built() -> None:
+    # setup.sh installs the package with its extensions (a C compiler and libyaml's header are
+    # on the test machine): without it the "-c" cases above would not exist.
+    assert yamlsafe._C is not None and yamlsafe._C_LOADER is yamlsafe.LOADER
 
 
 @pytest.mark.usefixtures("loader")
@@ -118,3 +139,10 @@ def test_plain_manifests_take_the_plain_path() -> None:
         assert docs and all(isinstance(d.value, dict) for d in docs)
     with pytest.raises(yamlsafe._General):
         yamlsafe._plain("a: &x 1\nb: *x\n", 20, 12)
+
+
+def test_nesting_beyond_what_the_c_pass_walks_goes_to_the_general_path() -> None:
+    deep = "[" * 450 + "]" * 450 + "\n"
+    with pytest.raises(yamlsafe._General):
+        yamlsafe._plain(deep, 20, 10_000)
+    assert yamlsafe._plain("[" * 300 + "]" * 300 + "\n", 20, 10_000)[0].value is not None
