@@ -10,8 +10,9 @@ of repeats over all N objects, each engine already started (a server warms its e
 worker at start), the helper workers each big batch starts (and stops) and concurrent requests
 included.
 
-pushgate runs as `pushgate validate` with one change: its gate time limit is raised from the
-hard-coded 30 s (see PUSHGATE_SHIM); runs that took longer are counted in the report.
+pushgate runs as `pushgate validate --gate-timeout 3600`: the default gate time limit (30 s) is
+raised so that a slow run is timed, not refused; runs that took longer than the default are
+counted in the report.
 
 Offline on every side. kubeconform reads the schemas of the installed kubernetes-validate wheel
 (the very files pushgate compiles), but it cannot use them as shipped: each kind file has an
@@ -42,17 +43,10 @@ from bench import common, corpus
 NAME = "gate_full"
 K8S_VERSION = "1.37.0"
 TEMPLATE = "{{.NormalizedKubernetesVersion}}-local{{.StrictSuffix}}/{{.ResourceKind}}{{.KindSuffix}}.json"
-# `pushgate validate` exactly as shipped, except for its gate time limit: the CLI hard-codes the
-# default 30 s (GateConfig.timeout; no flag, unlike `serve --gate-timeout`), which a busy machine
-# exceeds at 5,000 manifests. Runs longer than that are counted: the shipped CLI refuses them.
-PUSHGATE_SHIM = """
-import sys
-from pushgate.gate import gate
-_config = gate.GateConfig
-gate.GateConfig = lambda **kw: _config(**{**kw, "timeout": 3600.0})
-from pushgate.cli import main
-sys.exit(main(sys.argv[1:]))
-"""
+# `pushgate validate` as shipped, with its gate time limit raised: runs longer than the default
+# limit (which a busy machine exceeds at 5,000 manifests) are counted, as the default refuses them.
+PUSHGATE = [os.path.join(os.path.dirname(sys.executable), "pushgate"), "validate", "--gate-timeout",
+            "3600"]
 SHIPPED_LIMIT = 30.0
 OFFLINE = {"HTTPS_PROXY": "http://127.0.0.1:9", "HTTP_PROXY": "http://127.0.0.1:9",
            "https_proxy": "http://127.0.0.1:9", "http_proxy": "http://127.0.0.1:9", "NO_PROXY": ""}
@@ -195,7 +189,7 @@ def main(argv: Sequence[str] | None = None) -> dict[str, Any]:
         pol = conftest_policies(work / "conftest-policies")
         offline = {**os.environ, **OFFLINE}
         sides = {
-            "pushgate": ([sys.executable, "-c", PUSHGATE_SHIM, "validate", str(repo)], None),
+            "pushgate": ([*PUSHGATE, str(repo)], None),
             "kubeconform": ([kubeconform, "-strict", "-summary", "-kubernetes-version", K8S_VERSION,
                              "-schema-location", f"{schemas}/{TEMPLATE}", str(repo)], offline),
             "conftest": ([conftest, "test", "--no-color", "--policy", str(pol), "--all-namespaces",
@@ -243,8 +237,9 @@ def main(argv: Sequence[str] | None = None) -> dict[str, Any]:
     ]
     over = sum(1 for t in times["pushgate"] if t > SHIPPED_LIMIT)
     body.append("")
-    body.append(f"pushgate runs over the shipped CLI's hard-coded {SHIPPED_LIMIT:.0f} s gate time limit "
-                f"(`pushgate validate` as shipped would answer \"gate could not decide\", exit 1): "
+    body.append(f"pushgate runs over the default {SHIPPED_LIMIT:.0f} s gate time limit "
+                f"(`pushgate validate` without --gate-timeout would answer \"gate could not decide\", "
+                f"exit 1): "
                 f"{over} of {len(times['pushgate'])}.")
     for side, why in failures.items():
         for w in sorted(set(why)):

@@ -168,6 +168,9 @@ def _parser() -> argparse.ArgumentParser:
                            help="Rego policy directory (default: pushgate's starter policies)")
             v.add_argument("--opa-url", default=_env("OPA_URL"),
                            help="use this OPA server instead of the embedded engine")
+            v.add_argument("--gate-timeout", default=_env("GATE_TIMEOUT"),
+                           help="seconds the gate may take (default 30); the gate of a slower "
+                                "tree answers that it could not decide")
             v.add_argument("-v", "--verbose", action="store_true",
                            help="also print the policy entry points found")
 

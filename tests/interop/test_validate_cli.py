@@ -107,3 +107,15 @@ def test_old_rego_syntax_is_an_operator_error(git: Git, tmp_path: Path) -> None:
     [line] = res.stderr.splitlines()
     assert line.startswith("pushgate: --policies: configmaps.rego:3: not valid Rego v1:"), line
     assert "deny[msg]" in line
+
+
+def test_gate_timeout_bounds_one_validate(git: Git, tmp_path: Path) -> None:
+    work = _tree(git, tmp_path / "good", GOOD)
+    res = _validate("--gate-timeout", "0.0001", str(work))
+    assert res.returncode == 1, res.stdout + res.stderr
+    assert res.stderr.splitlines() == ["pushgate: gate could not decide: gate time limit of 0s exceeded"]
+    res = _validate("--gate-timeout", "600", str(work))
+    assert res.returncode == 0, res.stdout + res.stderr
+    res = _validate("--gate-timeout", "soon", str(work))
+    assert res.returncode == 2
+    assert res.stderr.splitlines() == ["pushgate: --gate-timeout 'soon' is not a number"]
