@@ -30,6 +30,7 @@ import os
 import re
 import subprocess
 import sys
+import threading
 from collections import Counter
 from collections.abc import Callable, Iterable, Sequence
 from dataclasses import dataclass, field
@@ -328,28 +329,52 @@ def context_key(push: dict[str, Any]) -> str:
     return hashlib.sha256(json.dumps(push, sort_keys=True, default=str).encode()).hexdigest()
 
 
+_prestarted: subprocess.Popen[str] | None = None
+_prestart_lock = threading.Lock()
+
+
+def prestart_compiler() -> None:
+    """Start the worker process the next `_compile` uses, so that its start-up (Python and
+    regopy's imports, ~0.15 s) runs while the caller does other work (`pushgate validate`: its
+    own imports). One waiting at most; it exits when this process does (its stdin closes)."""
+    global _prestarted
+    with _prestart_lock:
+        if _prestarted is None:
+            _prestarted = _compiler()
+
+
+def _compiler() -> subprocess.Popen[str]:
+    return subprocess.Popen([sys.executable, "-m", "pushgate.gate.regoworker"], stdin=subprocess.PIPE,
+                            stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+
+
 def _compile(modules: Sequence[Module]) -> dict[str, Any]:
     """The plan of every module compiled together, from a throwaway worker process."""
+    global _prestarted
     key = _version(modules, None)
     if key in _plans:
         return _plans[key]
     req = json.dumps({"op": "plan", "modules": [[m.path, m.source] for m in modules]})
+    with _prestart_lock:
+        proc, _prestarted = _prestarted, None
+    proc = proc or _compiler()
     try:
-        res = subprocess.run([sys.executable, "-m", "pushgate.gate.regoworker"], input=req + "\n",
-                             capture_output=True, text=True, timeout=_COMPILE_TIMEOUT, check=False)
+        stdout, stderr = proc.communicate(req + "\n", timeout=_COMPILE_TIMEOUT)
     except subprocess.TimeoutExpired as e:
+        proc.kill()
+        proc.communicate()
         raise PolicyError(f"compiling the policies took more than {_COMPILE_TIMEOUT:.0f}s") from e
-    if res.returncode != 0:
-        how = f"signal {-res.returncode}" if res.returncode < 0 else f"exit code {res.returncode}"
+    if proc.returncode != 0:
+        how = f"signal {-proc.returncode}" if proc.returncode < 0 else f"exit code {proc.returncode}"
         raise PolicyError(f"the policies crash the Rego compiler ({how}): a construct regopy "
                           f"cannot compile (e.g. `some k; data[k]`)")
     try:
-        reply = json.loads(res.stdout.strip().splitlines()[-1])
+        reply = json.loads(stdout.strip().splitlines()[-1])
     except (ValueError, IndexError) as e:
         raise PolicyError("the Rego compiler answered garbage") from e
     if not reply.get("ok"):
         # rego-cpp prints what it did not like (the worker points its stdout at stderr)
-        raise PolicyError(f"the policies do not compile: {_printed_errors(res.stderr) or reply.get('error')}")
+        raise PolicyError(f"the policies do not compile: {_printed_errors(stderr) or reply.get('error')}")
     plan: dict[str, Any] = reply["plan"]
     if len(_plans) > 32:
         _plans.clear()
