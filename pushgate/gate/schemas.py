@@ -119,6 +119,10 @@ _TYPES: dict[str, _Predicate] = {  # exact types: stricter than jsonschema for s
     "null": lambda x: x is None, "number": lambda x: type(x) in (int, float),
     "integer": lambda x: type(x) is int or (type(x) is float and x.is_integer()),
 }
+_EXACT: dict[str, tuple[type, ...]] = {  # types each predicate above holds for without asking
+    "string": (str,), "object": (dict,), "array": (list,), "boolean": (bool,), "null": (type(None),),
+    "number": (int, float), "integer": (int,),
+}
 _FAST = frozenset({"type", "properties", "additionalProperties", "items", "required", "format",
                    "enum"})
 
@@ -141,27 +145,38 @@ def _accepts(node: Any, slow: Any, memo: dict[int, _Predicate]) -> _Predicate:
         found = slow.evolve(schema=node).is_valid
     else:
         types = tuple(_TYPES[t] for t in names) if "type" in node else None
+        # the value types a node's `type` takes without asking its predicates (most values)
+        exact = frozenset(t for n in names for t in _EXACT[n])
         props = {k: _accepts(s, slow, memo) for k, s in node.get("properties", {}).items()}
         extra = _accepts(node["additionalProperties"], slow, memo) \
             if "additionalProperties" in node else None
         items = _accepts(node["items"], slow, memo) if "items" in node else None
         required, fmt = node.get("required", ()), node.get("format")
+        # the names as a set, unless one is not a string (then asked one by one)
+        need = frozenset(required) if all(isinstance(r, str) for r in required) else None
         # Scalars only, compared with their type: True == 1 must not pass an enum of [1].
         enum = [(type(v), v) for v in node.get("enum", ()) if isinstance(v, str | int | float)]
+        has_enum = "enum" in node
 
         def found(x: Any) -> bool:
-            if types is not None and not any(t(x) for t in types):
+            tx = type(x)
+            if types is not None and tx not in exact and not any(t(x) for t in types):
                 return False
             if isinstance(x, dict):
                 for k, v in x.items():
                     check = props.get(k, extra)
                     if check is not None and not check(v):
                         return False
-                if not all(r in x for r in required):
+                if need is None:
+                    if not all(r in x for r in required):
+                        return False
+                elif need and not need <= x.keys():
                     return False
-            elif isinstance(x, list) and items is not None and not all(items(i) for i in x):
-                return False
-            if "enum" in node and (type(x), x) not in enum:
+            elif items is not None and isinstance(x, list):
+                for i in x:
+                    if not items(i):
+                        return False
+            if has_enum and (tx, x) not in enum:
                 return False
             return fmt is None or bool(_FORMATS.conforms(x, fmt))
     memo[id(node)] = found

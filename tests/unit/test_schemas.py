@@ -544,3 +544,28 @@ def test_validation_speed(k8s: schemas.SchemaSet, capsys: pytest.CaptureFixture[
         print(f"\nschema validation: {per_object_ms:.3f} ms per Deployment ({n} runs)")
     # kubernetes_validate.validate takes ~8 ms; a regression to per-call $ref resolution fails.
     assert per_object_ms < 2.0
+
+
+@pytest.mark.parametrize("node", [
+    {"type": "object", "required": ["a", "b"], "properties": {"a": {"type": "integer"}}},
+    {"type": "object", "required": ["a", 7]},  # a name that is not a string (a broken schema)
+    {"type": ["string", "null"], "enum": ["x", None, 1]},
+    {"type": "number"},
+    {"type": "integer"},
+    {"type": "array", "items": {"type": "boolean"}},
+    {"type": "object", "additionalProperties": {"type": "string"}},
+    {"type": []},
+])
+def test_the_fast_predicate_never_accepts_what_jsonschema_refuses(node: dict[str, Any]) -> None:
+    import jsonschema
+
+    slow = jsonschema.Draft202012Validator({})
+    accepts = schemas._accepts(node, slow, {})
+    values: list[Any] = [None, True, 0, 1, 1.0, 1.5, "x", "y", [], [True], [True, 1], {}, {"a": 1},
+                         {"a": 1, "b": 2}, {"a": "1", "b": 2}, {"a": 1, "b": "s"}, {"b": 1, 7: 1},
+                         {"a": 1, 7: 1}, type("S", (str,), {})("x"), float("nan")]
+    for v in values:
+        if accepts(v):
+            assert jsonschema.Draft202012Validator(node).is_valid(v), (node, v)
+    # and it still accepts the plain values the schema takes (the fast path is the common one)
+    assert any(accepts(v) for v in values) is (node != {"type": []})
