@@ -1,14 +1,15 @@
 /* yamlsafe's plain path in C: one pass over libyaml's events, building each document's value
  * and spans as `yamlsafe._plain` does, without a Python event object per event.
  *
- * plain(text, max_documents, max_depth, tags, str_tag, scalar, span, document, indexes)
+ * plain(text, max_documents, max_depth, tags, values, str_tag, scalar, span, document, indexes)
  *   -> list of documents, or None where the Python plain path raises _General (an anchor, an
  *      alias, a tag, a key that is not a string or repeats, too deep, too many documents, a
  *      syntax error): the caller then parses the text the general way.
- * A plain scalar whose text `tags` maps to `str_tag` is a string, made here; any other scalar is
- * `scalar(value, plain_implicit, quoted_implicit)` (Python: the resolver and the constructors).
- * An exception that callback raises is raised from here. Spans are `span(line, fields)`,
- * documents `document(index, value, span)`, list indexes `indexes[i]` (below 256).
+ * A plain scalar whose text `tags` maps to `str_tag` is a string, made here; one `values` maps
+ * is that value; any other scalar is `scalar(value, plain_implicit, quoted_implicit)` (Python:
+ * the resolver and the constructors, which fill both dicts). An exception that callback raises
+ * is raised from here. Spans are `span` instances (line, fields), documents `document` ones
+ * (index, value, span), list indexes `indexes[i]` (below 256).
  * Nesting is bounded by max_depth and by MAX_DEPTH (deeper goes to the general path). */
 #define PY_SSIZE_T_CLEAN
 #include <Python.h>
@@ -23,8 +24,48 @@ typedef struct {
     int has_event;
     int general; /* set with a NULL result: not plain (no Python error) */
     long max_depth;
-    PyObject *tags, *str_tag, *scalar, *span, *indexes;
+    PyObject *tags, *values, *str_tag, *scalar, *indexes;
+    PyTypeObject *span; /* yamlsafe.Span: made here (see make) */
 } Plain;
+
+static PyObject *LINE, *FIELDS, *INDEX, *VALUE, *SPAN; /* attribute names */
+
+/* An instance of a frozen dataclass with slots (Span, Document) and no __new__ of its own,
+ * its fields set as its __init__ would: the slots are set directly, which its generated
+ * __init__ does through object.__setattr__ too, without a Python call (~0.1 instead of
+ * ~0.8 us a Span). yamlsafe checks at import that the classes are such. Steals nothing. */
+static PyObject *make(PyTypeObject *type, int n, PyObject **names, PyObject **values)
+{
+    PyObject *obj = type->tp_alloc(type, 0);
+    if (obj == NULL)
+        return NULL;
+    for (int i = 0; i < n; i++) {
+        if (PyObject_GenericSetAttr(obj, names[i], values[i]) < 0) {
+            Py_DECREF(obj);
+            return NULL;
+        }
+    }
+    return obj;
+}
+
+static PyObject *span_new(Plain *p, size_t line, PyObject *fields)
+{
+    PyObject *number = PyLong_FromSize_t(line);
+    if (number == NULL)
+        return NULL;
+    PyObject *names[2] = {LINE, FIELDS};
+    PyObject *values[2] = {number, fields};
+    PyObject *span;
+    if (fields == NULL) {
+        values[1] = PyTuple_New(0);
+        span = values[1] == NULL ? NULL : make(p->span, 2, names, values);
+        Py_XDECREF(values[1]);
+    } else {
+        span = make(p->span, 2, names, values);
+    }
+    Py_DECREF(number);
+    return span;
+}
 
 static int next_event(Plain *p)
 {
@@ -73,6 +114,16 @@ static PyObject *scalar(Plain *p)
                     PyUnicode_InternInPlace(&value);
                 return value;
             }
+            PyObject *made = PyDict_GetItemWithError(p->values, value); /* borrowed */
+            if (made != NULL) {
+                Py_DECREF(value);
+                Py_INCREF(made);
+                return made;
+            }
+            if (PyErr_Occurred()) {
+                Py_DECREF(value);
+                return NULL;
+            }
         }
     }
     PyObject *made = PyObject_CallFunction(p->scalar, "OOO", value,
@@ -97,7 +148,7 @@ static PyObject *span_of(Plain *p, size_t line, PyObject *fields)
 {
     if (fields == NULL)
         return PyLong_FromSize_t(line);
-    return PyObject_CallFunction(p->span, "nO", (Py_ssize_t)line, fields);
+    return span_new(p, line, fields);
 }
 
 static int append2(PyObject *flat, PyObject *a, PyObject *b)
@@ -225,7 +276,7 @@ fail:
     return NULL;
 }
 
-static PyObject *documents(Plain *p, long max_documents, PyObject *document)
+static PyObject *documents(Plain *p, long max_documents, PyTypeObject *document)
 {
     PyObject *out = PyList_New(0);
     if (out == NULL || next_event(p) < 0) /* the stream's start */
@@ -253,7 +304,7 @@ static PyObject *documents(Plain *p, long max_documents, PyObject *document)
                 value = NULL;
                 span = NULL;
             } else {
-                span = PyObject_CallFunction(p->span, "n", (Py_ssize_t)line);
+                span = span_new(p, line, NULL);
             }
         } else {
             PyObject *fields;
@@ -261,15 +312,15 @@ static PyObject *documents(Plain *p, long max_documents, PyObject *document)
             value = collection(p, 0, &fields, &line);
             if (value == NULL)
                 goto fail;
-            if (fields != NULL)
-                span = PyObject_CallFunction(p->span, "nO", (Py_ssize_t)line, fields);
-            else
-                span = PyObject_CallFunction(p->span, "n", (Py_ssize_t)line);
+            span = span_new(p, line, fields);
             Py_XDECREF(fields);
         }
         if (value != NULL) {
-            PyObject *doc = span == NULL ? NULL
-                : PyObject_CallFunction(document, "lOO", index, value, span);
+            PyObject *number = span == NULL ? NULL : PyLong_FromLong(index);
+            PyObject *names[3] = {INDEX, VALUE, SPAN};
+            PyObject *values[3] = {number, value, span};
+            PyObject *doc = number == NULL ? NULL : make(document, 3, names, values);
+            Py_XDECREF(number);
             Py_DECREF(value);
             Py_XDECREF(span);
             if (doc == NULL || PyList_Append(out, doc) < 0) {
@@ -289,13 +340,15 @@ fail:
 
 static PyObject *plain(PyObject *self, PyObject *args)
 {
-    PyObject *text, *document;
+    PyObject *text;
+    PyTypeObject *document;
     long max_documents;
     Plain p;
     (void)self;
     memset(&p, 0, sizeof p);
-    if (!PyArg_ParseTuple(args, "UllO!OOOOO!", &text, &max_documents, &p.max_depth, &PyDict_Type,
-                          &p.tags, &p.str_tag, &p.scalar, &p.span, &document, &PyTuple_Type,
+    if (!PyArg_ParseTuple(args, "UllO!O!OOO!O!O!", &text, &max_documents, &p.max_depth,
+                          &PyDict_Type, &p.tags, &PyDict_Type, &p.values, &p.str_tag, &p.scalar,
+                          &PyType_Type, &p.span, &PyType_Type, &document, &PyTuple_Type,
                           &p.indexes))
         return NULL;
     Py_ssize_t n;
@@ -335,5 +388,12 @@ static struct PyModuleDef module = {
 
 PyMODINIT_FUNC PyInit__yamlplain(void)
 {
+    LINE = PyUnicode_InternFromString("line");
+    FIELDS = PyUnicode_InternFromString("fields");
+    INDEX = PyUnicode_InternFromString("index");
+    VALUE = PyUnicode_InternFromString("value");
+    SPAN = PyUnicode_InternFromString("span");
+    if (LINE == NULL || FIELDS == NULL || INDEX == NULL || VALUE == NULL || SPAN == NULL)
+        return NULL;
     return PyModule_Create(&module);
 }
