@@ -37,6 +37,11 @@ def test_the_wheel_runs_outside_the_checkout(tmp_path: Path, git: Git) -> None:
                       "-c", str(ROOT / "constraints.txt"), str(wheel)], cwd=tmp_path)
     assert installed.returncode == 0, installed.stderr[-3000:]
     pushgate = str(venv / "bin" / "pushgate")
+    # the wheel carries the gate's two C extensions, built (a compiler and libyaml's header are
+    # on the test machine), not left to their Python fallbacks
+    ext = _run([str(venv / "bin" / "python"), "-c",
+                "import pushgate.gate._regoinput, pushgate.core._yamlplain"], cwd=tmp_path)
+    assert ext.returncode == 0, ext.stderr[-3000:]
     outside = tmp_path / "elsewhere"
     outside.mkdir()
     env = {k: v for k, v in os.environ.items() if not k.startswith(("PUSHGATE_", "PYTHON", "VIRTUAL_ENV"))}
