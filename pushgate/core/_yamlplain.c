@@ -5,9 +5,9 @@
  *   -> list of documents, or None where the Python plain path raises _General (an anchor, an
  *      alias, a tag, a key that is not a string or repeats, too deep, too many documents, a
  *      syntax error): the caller then parses the text the general way.
- * A plain scalar whose text `tags` maps to `str_tag` is a string, made here; one `values` maps
- * is that value; any other scalar is `scalar(value, plain_implicit, quoted_implicit)` (Python:
- * the resolver and the constructors, which fill both dicts). An exception that callback raises
+ * A plain scalar whose text `tags` maps to `str_tag` is a string, made here; one whose (tag,
+ * text) `values` maps is that value; any other scalar is `scalar(value, plain_implicit,
+ * quoted_implicit)` (Python: the resolver and the constructors, which fill both dicts). An exception that callback raises
  * is raised from here. Spans are `span` instances (line, fields), documents `document` ones
  * (index, value, span), list indexes `indexes[i]` (below 256).
  * Nesting is bounded by max_depth and by MAX_DEPTH (deeper goes to the general path). */
@@ -114,8 +114,10 @@ static PyObject *scalar(Plain *p)
                     PyUnicode_InternInPlace(&value);
                 return value;
             }
-            PyObject *made = PyDict_GetItemWithError(p->values, value); /* borrowed */
-            if (made != NULL) {
+            PyObject *key = PyTuple_Pack(2, tag, value); /* yamlsafe._VALUES' key */
+            PyObject *made = key == NULL ? NULL : PyDict_GetItemWithError(p->values, key);
+            Py_XDECREF(key);
+            if (made != NULL) { /* borrowed */
                 Py_DECREF(value);
                 Py_INCREF(made);
                 return made;

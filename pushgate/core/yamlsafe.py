@@ -529,7 +529,7 @@ _C_RESOLVER: Any = _C_LOADER("") if _C is not None else None
 def _plain_c(text: str, max_documents: int, max_depth: int) -> list[Document]:
     try:
         tags = _PLAIN_TAGS.setdefault(_C_LOADER, {})
-        found = _C.plain(text, max_documents, max_depth, tags, _C_VALUES, _STR, _c_scalar, Span,
+        found = _C.plain(text, max_documents, max_depth, tags, _VALUES, _STR, _c_scalar, Span,
                          Document, _INDEXES)
     except (yaml.YAMLError, ValueError, KeyError, RecursionError, AttributeError) as e:
         raise _General from e
@@ -540,18 +540,8 @@ def _plain_c(text: str, max_documents: int, max_depth: int) -> list[Document]:
 
 def _c_scalar(value: str, plain: bool, quoted: bool) -> Any:
     """A scalar the C pass leaves to Python (one not known to be a plain string or value)."""
-    made = _plain_scalar(_C_RESOLVER, _PLAIN_TAGS.setdefault(_C_LOADER, {}), value,
+    return _plain_scalar(_C_RESOLVER, _PLAIN_TAGS.setdefault(_C_LOADER, {}), value,
                          (plain, quoted), None)
-    if plain and type(made) is not str and len(value) <= _RESOLVED_LEN:
-        if len(_C_VALUES) >= _RESOLVED_MAX:
-            _C_VALUES.clear()
-        _C_VALUES[value] = made  # an int, float, bool or None: what this text always makes
-    return made
-
-
-# A plain scalar's text -> its value when that is not a string, for the C pass (which looks it
-# up after its tag): a plain scalar's tag, and so its value, depends on the text alone.
-_C_VALUES: dict[str, Any] = {}
 
 
 def parse_yaml(
