@@ -359,8 +359,9 @@ static PyObject *plain(PyObject *self, PyObject *args)
         return NULL; /* not UTF-8 (a lone surrogate): the caller's general path reports it */
     if (!yaml_parser_initialize(&p.parser))
         return PyErr_NoMemory();
+    /* No encoding set, as PyYAML's parser sets none for a str: libyaml detects UTF-8 and skips
+     * a leading byte order mark (with UTF-8 set, it reads the mark as content). */
     yaml_parser_set_input_string(&p.parser, (const unsigned char *)bytes, (size_t)n);
-    yaml_parser_set_encoding(&p.parser, YAML_UTF8_ENCODING);
     PyObject *out = documents(&p, max_documents, document);
     if (p.has_event)
         yaml_event_delete(&p.event);

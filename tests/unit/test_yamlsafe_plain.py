@@ -137,6 +137,8 @@ def test_plain_manifests_take_the_plain_path() -> None:
     for text in files.values():
         docs = yamlsafe._plain(text, 20, 12)  # raises _General if it would fall back
         assert docs and all(isinstance(d.value, dict) for d in docs)
+        # a leading byte order mark is skipped, as PyYAML's parsers skip it
+        assert repr(yamlsafe._plain("\ufeff" + text, 20, 12)) == repr(docs)
     with pytest.raises(yamlsafe._General):
         yamlsafe._plain("a: &x 1\nb: *x\n", 20, 12)
 
