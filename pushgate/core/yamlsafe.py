@@ -524,12 +524,13 @@ _C = _c_plain()
 # leaves to Python (`_c_scalar`), through one shared instance (they keep no state for scalars).
 _C_LOADER: Any = _FastLoader if _C is not None else None
 _C_RESOLVER: Any = _C_LOADER("") if _C is not None else None
+_C_TAGS: dict[str, str] = _PLAIN_TAGS.setdefault(_C_LOADER, {}) if _C is not None else {}
+# (its plain tags: `_plain` clears that dict, never replaces it)
 
 
 def _plain_c(text: str, max_documents: int, max_depth: int) -> list[Document]:
     try:
-        tags = _PLAIN_TAGS.setdefault(_C_LOADER, {})
-        found = _C.plain(text, max_documents, max_depth, tags, _VALUES, _STR, _c_scalar, Span,
+        found = _C.plain(text, max_documents, max_depth, _C_TAGS, _VALUES, _STR, _c_scalar, Span,
                          Document, _INDEXES)
     except (yaml.YAMLError, ValueError, KeyError, RecursionError, AttributeError) as e:
         raise _General from e
@@ -540,8 +541,7 @@ def _plain_c(text: str, max_documents: int, max_depth: int) -> list[Document]:
 
 def _c_scalar(value: str, plain: bool, quoted: bool) -> Any:
     """A scalar the C pass leaves to Python (one not known to be a plain string or value)."""
-    return _plain_scalar(_C_RESOLVER, _PLAIN_TAGS.setdefault(_C_LOADER, {}), value,
-                         (plain, quoted), None)
+    return _plain_scalar(_C_RESOLVER, _C_TAGS, value, (plain, quoted), None)
 
 
 def parse_yaml(

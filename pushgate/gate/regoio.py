@@ -143,9 +143,7 @@ def _calls() -> tuple[Any, ...]:
     each call). The functions with 64-bit or floating-point arguments keep regopy's prototypes."""
     global _CALLS
     if not _CALLS:
-        from regopy import rego_shared as rs
-
-        lib = ctypes.CDLL(rs.rego._name)  # already loaded: the same library, not a second copy
+        lib = _library()
         calls = []
         for name in ("regoInputString", "regoInputObjectItem", "regoInputObject",
                      "regoInputArray", "regoInputNull"):
@@ -178,12 +176,18 @@ def _addresses() -> tuple[int, ...]:
     """The addresses of INPUT_FUNCTIONS in the library regopy loaded."""
     global _ADDRESSES
     if not _ADDRESSES:
-        from regopy import rego_shared as rs
-
-        lib = ctypes.CDLL(rs.rego._name)
+        lib = _library()
         _ADDRESSES = tuple(int(ctypes.cast(getattr(lib, name), ctypes.c_void_p).value or 0)
                            for name in INPUT_FUNCTIONS)
     return _ADDRESSES
+
+
+def _library() -> ctypes.CDLL:
+    """A handle of the library regopy loaded (already loaded: the same library, not a second
+    copy), whose functions `_calls` and `_addresses` declare their own way."""
+    from regopy import rego_shared as rs
+
+    return ctypes.CDLL(rs.rego._name)
 
 
 def needs_escape(value: Any) -> bool:
