@@ -83,7 +83,9 @@ class EmbeddedEngine:
         self._send(p, {"op": "load", "modules": modules,
                        "static": [ep for ep in self.policies.engine_entrypoints if ep not in pushed],
                        "push": [ep for ep in self.policies.engine_entrypoints if ep in pushed],
-                       "single": [r.entrypoint for r in self.policies.gatekeeper_rules]}, "load")
+                       "single": [r.entrypoint for r in self.policies.gatekeeper_rules],
+                       "guards": {ep: [g.empty, sorted(g.kinds)]
+                                  for ep, g in self.policies.kind_guards.items()}}, "load")
         return p
 
     def _send(self, p: _Proc, req: dict[str, Any], tag: Any) -> None:

@@ -32,12 +32,12 @@ import subprocess
 import sys
 import threading
 from collections import Counter
-from collections.abc import Callable, Iterable, Sequence
+from collections.abc import Callable, Iterable, Mapping, Sequence
 from dataclasses import dataclass, field
 from typing import Any, Protocol
 
 from pushgate.core import violations as pv
-from pushgate.gate import gatekeeper, regoplan
+from pushgate.gate import gatekeeper, kindguard, regoplan
 from pushgate.gate.regoworker import UNDECIDABLE, WRONG_BUILTIN_PROBES
 
 _PACKAGE = re.compile(r"^\s*package\s+([A-Za-z_][\w.]*)\s*$", re.M)
@@ -86,6 +86,9 @@ class PolicySet:
     # is evaluated per matching (object, constraint) with Gatekeeper's input, not conftest's.
     gatekeeper: gatekeeper.GatekeeperSet | None = None
     gatekeeper_rules: tuple[regoplan.Rule, ...] = ()
+    # What kinds of object each conftest rule can say anything about (kindguard.guards): the
+    # embedded engine does not ask a rule about an object its guard excludes.
+    kind_guards: Mapping[str, kindguard.Guard] = field(default_factory=dict, compare=False)
 
     @property
     def engine_rules(self) -> tuple[regoplan.Rule, ...]:
@@ -231,7 +234,9 @@ def load(directory: str, namespaces: Sequence[str] | None = None) -> PolicySet:
             f"policy directory {directory} has no entry point in {where}: no rule named deny, "
             f"violation, warn, deny_<name>, violation_<name> or warn_<name> (packages present: "
             f"{', '.join(sorted(packages))})")
-    return PolicySet(directory, tuple(modules + gk_modules), chosen, found, version, gk, gk_found)
+    guards = kindguard.guards(plan, [r.entrypoint for r in found])
+    return PolicySet(directory, tuple(modules + gk_modules), chosen, found, version, gk, gk_found,
+                     guards)
 
 
 def _refuse_never_holding(plan: dict[str, Any], modules: Sequence[Module]) -> None:

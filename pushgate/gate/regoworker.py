@@ -41,10 +41,10 @@ import json
 import os
 import re
 import sys
-from collections.abc import Callable, Sequence
+from collections.abc import Callable, Mapping, Sequence
 from typing import Any
 
-from pushgate.gate import regoio
+from pushgate.gate import kindguard, regoio
 from pushgate.gate.regoio import Undecidable
 
 __all__ = ["UNDECIDABLE", "CompileError", "Undecidable", "Worker"]
@@ -68,21 +68,61 @@ WRAPPER_ENTRYPOINT = f"{WRAPPER_PACKAGE.replace('.', '/')}/{WRAPPER_RULE}"
 
 class Compiled:
     """One bundle: the policies (and the push context, for the push-dependent group), with the
-    generated rule that evaluates every entry point of the group at once when it compiles."""
+    generated rules that evaluate a group of entry points at once when they compile: one for
+    the whole group, one for each narrower group the kind guards call for."""
 
-    def __init__(self, interp: Any, bundle: Any, entrypoints: list[str], combined: bool) -> None:
+    def __init__(self, interp: Any, bundle: Any, entrypoints: list[str], combined: bool,
+                 guards: dict[str, kindguard.Guard] | None = None,
+                 wrappers: dict[tuple[str, ...], str] | None = None) -> None:
         self.interp, self.bundle = interp, bundle
         self.entrypoints = entrypoints
-        self.combined = combined  # the generated rule compiled: one query per object
+        self.combined = combined  # the generated rules compiled: one query per object
+        self.guards = {ep: g for ep, g in (guards or {}).items() if ep in entrypoints}
+        self.wrappers = wrappers or {}  # a group of entry points -> its generated rule
+        self._by_kind: dict[str | None, tuple[list[str], list[str]]] = {}
+
+    def narrow(self, entrypoints: list[str], obj: Any) -> tuple[list[str], list[str]]:
+        """(the entry points of `entrypoints` that can say anything about `obj`, those that
+        cannot: their value is their guard's empty one). A kind that JSON escapes is asked
+        everything: rego-cpp may compare its raw form with the guards' literals (see the
+        module docstring)."""
+        if not self.guards:
+            return entrypoints, []
+        kind = obj.get("kind") if isinstance(obj, dict) else None
+        if not isinstance(kind, str):
+            kind = None  # no guard holds: every guard names strings only
+        elif regoio.NEEDS_ESCAPE.search(kind):
+            return entrypoints, []
+        whole = entrypoints == self.entrypoints
+        split = self._by_kind.get(kind) if whole else None
+        if split is None:
+            asked = [ep for ep in entrypoints if self._holds(ep, kind)]
+            split = (asked, [ep for ep in entrypoints if not self._holds(ep, kind)])
+            if whole and len(self._by_kind) < 4096:  # kinds are few; a push could name many
+                self._by_kind[kind] = split
+        return split
+
+    def _holds(self, ep: str, kind: str | None) -> bool:
+        guard = self.guards.get(ep)
+        return guard is None or (kind is not None and kind in guard.kinds)
+
+    def empty(self, ep: str) -> Any:
+        """The value of a guarded entry point for an object its guard excludes."""
+        return {"set": [], "object": {}}.get(self.guards[ep].empty, regoio.UNDEFINED)
 
 
-def wrapper_module(entrypoints: Sequence[str]) -> str:
-    """The generated rule: a list holding, per entry point, `[value]` or `[]` (undefined)."""
-    items = []
-    for ep in entrypoints:
-        ref = "data" + "".join(f"[{json.dumps(part)}]" for part in ep.split("/"))
-        items.append(f"\t[v | v := {ref}],")
-    return f"package {WRAPPER_PACKAGE}\n\n{WRAPPER_RULE} := [\n" + "\n".join(items) + "\n]\n"
+def wrapper_module(entrypoints: Sequence[str], groups: Sequence[Sequence[str]] = ()) -> str:
+    """The generated rules: `rows` for `entrypoints`, `rows_<i>` for the i-th of `groups`, each
+    a list holding, per entry point, `[value]` or `[]` (undefined)."""
+    rules = []
+    for name, eps in [(WRAPPER_RULE, entrypoints),
+                      *((f"{WRAPPER_RULE}_{i}", g) for i, g in enumerate(groups))]:
+        items = []
+        for ep in eps:
+            ref = "data" + "".join(f"[{json.dumps(part)}]" for part in ep.split("/"))
+            items.append(f"\t[v | v := {ref}],")
+        rules.append(f"{name} := [\n" + "\n".join(items) + "\n]\n")
+    return f"package {WRAPPER_PACKAGE}\n\n" + "\n".join(rules)
 
 
 # Builtins rego-cpp 1.5.2 implements but answers differently from OPA for plain input: a call
@@ -125,6 +165,7 @@ class Worker:
         self._static: Compiled | None = None
         self._dynamic: Compiled | None = None
         self._push_key: str | None = None
+        self.guards: dict[str, kindguard.Guard] = {}
 
     @staticmethod
     def plan(modules: Sequence[tuple[str, str]]) -> Any:
@@ -160,12 +201,19 @@ class Worker:
         return plan
 
     def load(self, modules: Sequence[tuple[str, str]], static: list[str], push: list[str],
-             single: Sequence[str] = ()) -> None:
+             single: Sequence[str] = (), guards: Mapping[str, Any] | None = None) -> None:
         """`single`: static entry points always asked one at a time (a Gatekeeper template's
         rule, whose input is not an object): compiled with the others, not in their combined
-        rule, so asking for the others still takes one query."""
+        rule, so asking for the others still takes one query. `guards`: {entry point: [empty,
+        [kind, ...]]} from `kindguard.guards` (the policy set's plan): the kinds of object an
+        entry point can say anything about, and its value for any other."""
         self.modules = [(name, canonical_literals(src)) for name, src in modules]
         self.single = [ep for ep in single if ep in static]
+        self.guards = {}
+        for ep, (empty, kinds) in (guards or {}).items():
+            if empty not in ("set", "object", "undefined") or ep in self.single:
+                raise ValueError(f"a guard for {ep} that is not one")
+            self.guards[str(ep)] = kindguard.Guard(frozenset(str(k) for k in kinds), empty)
         self.static, self.push_eps = static, push
         self._static = self._build(static, None) if static else None
         self._dynamic, self._push_key = None, None
@@ -188,19 +236,25 @@ class Worker:
         for name, src in self.modules:
             interp.add_module(name, src)
         together = [ep for ep in entrypoints if ep not in self.single]
+        # the narrower groups the guards call for, each with a generated rule of its own
+        groups, _, _ = kindguard.subsets(together, self.guards)
+        groups = [g for g in groups if g and list(g) != together]
         if combined and together:
             try:
-                interp.add_module("pushgate-generated.rego", wrapper_module(together))
+                interp.add_module("pushgate-generated.rego", wrapper_module(together, groups))
             except Exception as e:
                 raise CompileError(str(e)[:500]) from None
         if push is not None:
             interp.add_data({"pushgate": {"push": push}})
         combined = combined and bool(together)
-        eps = [WRAPPER_ENTRYPOINT, *entrypoints] if combined else list(entrypoints)
-        bundle = interp.build(None, eps)
+        wrappers = {tuple(together): WRAPPER_ENTRYPOINT} if combined else {}
+        if combined:
+            wrappers.update((g, f"{WRAPPER_ENTRYPOINT}_{i}") for i, g in enumerate(groups))
+        bundle = interp.build(None, [*wrappers.values(), *entrypoints])
         if not bundle.ok():
             raise CompileError("the policies do not compile with this push context")
-        return Compiled(interp, bundle, together if combined else list(entrypoints), combined)
+        return Compiled(interp, bundle, together if combined else list(entrypoints), combined,
+                        self.guards, wrappers)
 
     def evaluate(self, push: dict[str, Any], objects: list[Any],
                  entrypoints: list[str] | None) -> list[list[list[Any]]]:
@@ -238,6 +292,16 @@ class Worker:
 
 
 def _decide(compiled: Compiled, entrypoints: list[str], obj: Any) -> dict[str, Any]:
+    asked, skipped = compiled.narrow(entrypoints, obj)
+    if not skipped:
+        return _decide_all(compiled, entrypoints, obj)
+    values = {ep: compiled.empty(ep) for ep in skipped}
+    if asked:
+        values.update(_decide_all(compiled, asked, obj))
+    return values
+
+
+def _decide_all(compiled: Compiled, entrypoints: list[str], obj: Any) -> dict[str, Any]:
     interp = compiled.interp
     # Whether a string (or key) holds `"`, `\\` or a control character, NUL included: what
     # rego-cpp can hold in two forms. The push context is data, which rego-cpp always holds
@@ -264,12 +328,13 @@ def _decide(compiled: Compiled, entrypoints: list[str], obj: Any) -> dict[str, A
 def _run(compiled: Compiled, entrypoints: list[str], decode: Callable[[str], str]) -> dict[str, Any]:
     """The value of each entry point for the current input (regoio.UNDEFINED when undefined)."""
     interp, bundle = compiled.interp, compiled.bundle
-    if not compiled.combined or entrypoints != compiled.entrypoints:
+    wrapper = compiled.wrappers.get(tuple(entrypoints))
+    if wrapper is None:
         # A subset of the group: only what was asked for is evaluated (an unrequested rule
         # that fails must not fail the request).
         return {ep: regoio.query(interp, bundle, ep, decode) for ep in entrypoints}
     # the generated rule's value: an array of one array per entry point, both by construction
-    rows = regoio.query(interp, bundle, WRAPPER_ENTRYPOINT, decode, arrays=2)
+    rows = regoio.query(interp, bundle, wrapper, decode, arrays=2)
     if not isinstance(rows, list) or len(rows) != len(entrypoints):
         raise regoio.Undecidable(f"the combined rule answered {str(rows)[:80]}")
     out = {}
@@ -327,7 +392,7 @@ def main() -> None:
                     [(str(n), str(s)) for n, s in req["modules"]])}
             elif req["op"] == "load":
                 worker.load([(str(n), str(s)) for n, s in req["modules"]], req["static"], req["push"],
-                            req.get("single") or [])
+                            req.get("single") or [], req.get("guards"))
                 reply = {"ok": True}
             elif req["op"] == "eval":
                 reply = {"ok": True, "results": worker.evaluate(req.get("push") or {}, req["objects"],
