@@ -23,12 +23,12 @@ import json
 import os
 import select
 import subprocess
-import sys
 import threading
 import time
 from collections.abc import Sequence
 from typing import Any
 
+from pushgate.gate import prestart
 from pushgate.gate.feed import Feed
 from pushgate.gate.policies import EngineTimeout, EngineUnavailable, PolicySet
 
@@ -72,12 +72,7 @@ class EmbeddedEngine:
 
     # -- processes ------------------------------------------------------------------------------
     def _spawn(self) -> _Proc:
-        proc = subprocess.Popen(
-            [sys.executable, "-m", "pushgate.gate.regoworker"],
-            stdin=subprocess.PIPE, stdout=subprocess.PIPE, stderr=subprocess.DEVNULL,
-            env={**os.environ, "PYTHONUNBUFFERED": "1"},
-        )
-        p = _Proc(proc)
+        p = _Proc(prestart.take_engine())
         modules = [[m.path, m.source] for m in self.policies.modules]
         pushed = self.policies.engine_push_entrypoints
         self._send(p, {"op": "load", "modules": modules,

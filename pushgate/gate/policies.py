@@ -29,15 +29,13 @@ import json
 import os
 import re
 import subprocess
-import sys
-import threading
 from collections import Counter
 from collections.abc import Callable, Iterable, Mapping, Sequence
 from dataclasses import dataclass, field
 from typing import Any, Protocol
 
 from pushgate.core import violations as pv
-from pushgate.gate import gatekeeper, kindguard, regoplan
+from pushgate.gate import gatekeeper, kindguard, prestart, regoplan
 from pushgate.gate.regoworker import UNDECIDABLE, WRONG_BUILTIN_PROBES
 
 _PACKAGE = re.compile(r"^\s*package\s+([A-Za-z_][\w.]*)\s*$", re.M)
@@ -334,35 +332,13 @@ def context_key(push: dict[str, Any]) -> str:
     return hashlib.sha256(json.dumps(push, sort_keys=True, default=str).encode()).hexdigest()
 
 
-_prestarted: subprocess.Popen[str] | None = None
-_prestart_lock = threading.Lock()
-
-
-def prestart_compiler() -> None:
-    """Start the worker process the next `_compile` uses, so that its start-up (Python and
-    regopy's imports, ~0.15 s) runs while the caller does other work (`pushgate validate`: its
-    own imports). One waiting at most; it exits when this process does (its stdin closes)."""
-    global _prestarted
-    with _prestart_lock:
-        if _prestarted is None:
-            _prestarted = _compiler()
-
-
-def _compiler() -> subprocess.Popen[str]:
-    return subprocess.Popen([sys.executable, "-m", "pushgate.gate.regoworker"], stdin=subprocess.PIPE,
-                            stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
-
-
 def _compile(modules: Sequence[Module]) -> dict[str, Any]:
     """The plan of every module compiled together, from a throwaway worker process."""
-    global _prestarted
     key = _version(modules, None)
     if key in _plans:
         return _plans[key]
     req = json.dumps({"op": "plan", "modules": [[m.path, m.source] for m in modules]})
-    with _prestart_lock:
-        proc, _prestarted = _prestarted, None
-    proc = proc or _compiler()
+    proc = prestart.take_compiler()
     try:
         stdout, stderr = proc.communicate(req + "\n", timeout=_COMPILE_TIMEOUT)
     except subprocess.TimeoutExpired as e:

@@ -187,23 +187,6 @@ def test_a_policy_that_does_not_compile_refused(tmp_path: Path) -> None:
     assert refusal(tmp_path).startswith("the policies do not compile: ")
 
 
-def test_a_prestarted_compiler_compiles_the_next_load(tmp_path: Path) -> None:
-    policies.prestart_compiler()
-    proc = policies._prestarted
-    assert proc is not None and proc.poll() is None
-    policies.prestart_compiler()  # one waiting at most
-    assert policies._prestarted is proc
-    write(tmp_path / "ok", {"checks.rego": CLEAN.replace("no pods", "no pods (prestarted)")})
-    loaded = policies.load(str(tmp_path / "ok"))
-    assert policies._prestarted is None and proc.wait(timeout=10) == 0  # it compiled, then exited
-    assert list(loaded.entrypoints) == ["team/checks/deny"]
-    # and a refusal reads the same through one
-    policies.prestart_compiler()
-    write(tmp_path / "bad", {"bad.rego": "package p\n\ndeny contains msg if {\n\tmsg := \n}\n"})
-    assert refusal(tmp_path / "bad").startswith("the policies do not compile: ")
-    assert policies._prestarted is None
-
-
 def test_unreadable_file_refused(tmp_path: Path) -> None:
     (tmp_path / "latin1.rego").write_bytes(b"package p\n# caf\xe9\n")
     assert refusal(tmp_path).startswith("latin1.rego: cannot read:")
