@@ -26,6 +26,12 @@ that reads `data.pushgate` whole would read it, and so itself), so they are quer
 as is everything when the generated rule does not compile. Inputs in and results out go
 through `regoio` (direct calls into rego-cpp's C API).
 
+Kind guards (`kindguard`, from the policy set's plan, sent with `load`): a rule that can only
+say something about some kinds of object (`input.kind == "Secret"`, a pod spec only workload
+kinds have) is not asked about an object of another kind; its guard's empty value is answered
+instead. The static bundle holds one generated rule per group of entry points the guards call
+for (`rows_<i>`), so an object still costs one query.
+
 Strings: rego-cpp keeps a string as the body of its JSON literal (`a\\"b` for a"b), but
 `set_input` hands it raw strings, and its builtins disagree about which form they get. An object
 whose strings hold no `"`, `\\` or control character is the same in both forms, so one run
