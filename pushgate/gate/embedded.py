@@ -80,7 +80,9 @@ class EmbeddedEngine:
                        "push": [ep for ep in self.policies.engine_entrypoints if ep in pushed],
                        "single": [r.entrypoint for r in self.policies.gatekeeper_rules],
                        "guards": {ep: [g.empty, sorted(g.kinds)]
-                                  for ep, g in self.policies.kind_guards.items()}}, "load")
+                                  for ep, g in self.policies.kind_guards.items()},
+                       "reads": {ep: [sorted(r.needed), sorted(r.observed)]
+                                 for ep, r in self.policies.input_reads.items()}}, "load")
         return p
 
     def _send(self, p: _Proc, req: dict[str, Any], tag: Any) -> None:

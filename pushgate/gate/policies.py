@@ -35,7 +35,7 @@ from dataclasses import dataclass, field
 from typing import Any, Protocol
 
 from pushgate.core import violations as pv
-from pushgate.gate import gatekeeper, kindguard, prestart, regoplan
+from pushgate.gate import gatekeeper, inputpaths, kindguard, prestart, regoplan
 from pushgate.gate.regoworker import UNDECIDABLE, WRONG_BUILTIN_PROBES
 
 _PACKAGE = re.compile(r"^\s*package\s+([A-Za-z_][\w.]*)\s*$", re.M)
@@ -87,6 +87,9 @@ class PolicySet:
     # What kinds of object each conftest rule can say anything about (kindguard.guards): the
     # embedded engine does not ask a rule about an object its guard excludes.
     kind_guards: Mapping[str, kindguard.Guard] = field(default_factory=dict, compare=False)
+    # The parts of an object each conftest rule can read (inputpaths.reads): the embedded
+    # engine hands rego-cpp only those.
+    input_reads: Mapping[str, inputpaths.Reads] = field(default_factory=dict, compare=False)
 
     @property
     def engine_rules(self) -> tuple[regoplan.Rule, ...]:
@@ -232,9 +235,9 @@ def load(directory: str, namespaces: Sequence[str] | None = None) -> PolicySet:
             f"policy directory {directory} has no entry point in {where}: no rule named deny, "
             f"violation, warn, deny_<name>, violation_<name> or warn_<name> (packages present: "
             f"{', '.join(sorted(packages))})")
-    guards = kindguard.guards(plan, [r.entrypoint for r in found])
+    eps = [r.entrypoint for r in found]
     return PolicySet(directory, tuple(modules + gk_modules), chosen, found, version, gk, gk_found,
-                     guards)
+                     kindguard.guards(plan, eps), inputpaths.reads(plan, eps))
 
 
 def _refuse_never_holding(plan: dict[str, Any], modules: Sequence[Module]) -> None:

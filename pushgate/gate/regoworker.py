@@ -48,9 +48,9 @@ import os
 import re
 import sys
 from collections.abc import Callable, Mapping, Sequence
-from typing import Any
+from typing import Any, NamedTuple
 
-from pushgate.gate import kindguard, regoio
+from pushgate.gate import inputpaths, kindguard, regoio
 from pushgate.gate.regoio import Undecidable
 
 __all__ = ["UNDECIDABLE", "CompileError", "Undecidable", "Worker"]
@@ -72,6 +72,17 @@ WRAPPER_RULE = "rows"
 WRAPPER_ENTRYPOINT = f"{WRAPPER_PACKAGE.replace('.', '/')}/{WRAPPER_RULE}"
 
 
+class Split(NamedTuple):
+    """How one object is asked a group of entry points."""
+
+    asked: list[str]  # the ones that can say anything about it
+    skipped: list[str]  # the others: their guard's empty value
+    keep: inputpaths.Spec | None  # the parts of it the asked ones can read (None: all)
+
+
+_ESCAPED = object()  # the cache key of an object whose kind JSON escapes
+
+
 class Compiled:
     """One bundle: the policies (and the push context, for the push-dependent group), with the
     generated rules that evaluate a group of entry points at once when they compile: one for
@@ -79,38 +90,39 @@ class Compiled:
 
     def __init__(self, interp: Any, bundle: Any, entrypoints: list[str], combined: bool,
                  guards: dict[str, kindguard.Guard] | None = None,
-                 wrappers: dict[tuple[str, ...], str] | None = None) -> None:
+                 wrappers: dict[tuple[str, ...], str] | None = None,
+                 reads: dict[str, inputpaths.Reads] | None = None) -> None:
         self.interp, self.bundle = interp, bundle
         self.entrypoints = entrypoints
         self.combined = combined  # the generated rules compiled: one query per object
         self.guards = {ep: g for ep, g in (guards or {}).items() if ep in entrypoints}
         self.wrappers = wrappers or {}  # a group of entry points -> its generated rule
-        self._by_kind: dict[str | None, tuple[list[str], list[str]]] = {}
+        self.reads = reads or {}
+        self._by_kind: dict[object, Split] = {}
 
-    def narrow(self, entrypoints: list[str], obj: Any) -> tuple[list[str], list[str]]:
-        """(the entry points of `entrypoints` that can say anything about `obj`, those that
-        cannot: their value is their guard's empty one). A kind that JSON escapes is asked
-        everything: rego-cpp may compare its raw form with the guards' literals (see the
-        module docstring)."""
-        if not self.guards:
-            return entrypoints, []
+    def narrow(self, entrypoints: list[str], obj: Any) -> Split:
+        """How to ask `obj`: the entry points of `entrypoints` that can say anything about it,
+        and the parts of it they can read. A kind that JSON escapes is asked everything:
+        rego-cpp may compare its raw form with the guards' literals (see the module docstring)."""
         kind = obj.get("kind") if isinstance(obj, dict) else None
-        if not isinstance(kind, str):
-            kind = None  # no guard holds: every guard names strings only
-        elif regoio.NEEDS_ESCAPE.search(kind):
-            return entrypoints, []
+        key: object = kind if isinstance(kind, str) else None  # no guard names a non-string
+        if isinstance(kind, str) and regoio.NEEDS_ESCAPE.search(kind):
+            key = _ESCAPED
         whole = entrypoints == self.entrypoints
-        split = self._by_kind.get(kind) if whole else None
+        split = self._by_kind.get(key) if whole else None
         if split is None:
-            asked = [ep for ep in entrypoints if self._holds(ep, kind)]
-            split = (asked, [ep for ep in entrypoints if not self._holds(ep, kind)])
+            asked = [ep for ep in entrypoints if key is _ESCAPED or self._holds(ep, key)]
+            skipped = [ep for ep in entrypoints if ep not in asked]
+            found = [self.reads.get(ep) for ep in asked]
+            keep = inputpaths.spec([r for r in found if r is not None]) if all(found) else None
+            split = Split(asked, skipped, keep)
             if whole and len(self._by_kind) < 4096:  # kinds are few; a push could name many
-                self._by_kind[kind] = split
+                self._by_kind[key] = split
         return split
 
-    def _holds(self, ep: str, kind: str | None) -> bool:
+    def _holds(self, ep: str, kind: object) -> bool:
         guard = self.guards.get(ep)
-        return guard is None or (kind is not None and kind in guard.kinds)
+        return guard is None or (isinstance(kind, str) and kind in guard.kinds)
 
     def empty(self, ep: str) -> Any:
         """The value of a guarded entry point for an object its guard excludes."""
@@ -172,6 +184,7 @@ class Worker:
         self._dynamic: Compiled | None = None
         self._push_key: str | None = None
         self.guards: dict[str, kindguard.Guard] = {}
+        self.reads: dict[str, inputpaths.Reads] = {}
 
     @staticmethod
     def plan(modules: Sequence[tuple[str, str]]) -> Any:
@@ -207,7 +220,8 @@ class Worker:
         return plan
 
     def load(self, modules: Sequence[tuple[str, str]], static: list[str], push: list[str],
-             single: Sequence[str] = (), guards: Mapping[str, Any] | None = None) -> None:
+             single: Sequence[str] = (), guards: Mapping[str, Any] | None = None,
+             reads: Mapping[str, Any] | None = None) -> None:
         """`single`: static entry points always asked one at a time (a Gatekeeper template's
         rule, whose input is not an object): compiled with the others, not in their combined
         rule, so asking for the others still takes one query. `guards`: {entry point: [empty,
@@ -220,6 +234,12 @@ class Worker:
             if empty not in ("set", "object", "undefined") or ep in self.single:
                 raise ValueError(f"a guard for {ep} that is not one")
             self.guards[str(ep)] = kindguard.Guard(frozenset(str(k) for k in kinds), empty)
+        self.reads = {}
+        for ep, (needed, observed) in (reads or {}).items():
+            if ep in self.single:
+                raise ValueError(f"reads for {ep}, whose input is not an object")
+            self.reads[str(ep)] = inputpaths.Reads(frozenset(tuple(map(str, p)) for p in needed),
+                                                   frozenset(tuple(map(str, p)) for p in observed))
         self.static, self.push_eps = static, push
         self._static = self._build(static, None) if static else None
         self._dynamic, self._push_key = None, None
@@ -260,7 +280,7 @@ class Worker:
         if not bundle.ok():
             raise CompileError("the policies do not compile with this push context")
         return Compiled(interp, bundle, together if combined else list(entrypoints), combined,
-                        self.guards, wrappers)
+                        self.guards, wrappers, self.reads)
 
     def evaluate(self, push: dict[str, Any], objects: list[Any],
                  entrypoints: list[str] | None) -> list[list[list[Any]]]:
@@ -298,7 +318,8 @@ class Worker:
 
 
 def _decide(compiled: Compiled, entrypoints: list[str], obj: Any) -> dict[str, Any]:
-    asked, skipped = compiled.narrow(entrypoints, obj)
+    asked, skipped, keep = compiled.narrow(entrypoints, obj)
+    obj = inputpaths.prune(obj, keep)  # nothing the asked rules can read is left out
     if not skipped:
         return _decide_all(compiled, entrypoints, obj)
     values = {ep: compiled.empty(ep) for ep in skipped}
@@ -398,7 +419,7 @@ def main() -> None:
                     [(str(n), str(s)) for n, s in req["modules"]])}
             elif req["op"] == "load":
                 worker.load([(str(n), str(s)) for n, s in req["modules"]], req["static"], req["push"],
-                            req.get("single") or [], req.get("guards"))
+                            req.get("single") or [], req.get("guards"), req.get("reads"))
                 reply = {"ok": True}
             elif req["op"] == "eval":
                 reply = {"ok": True, "results": worker.evaluate(req.get("push") or {}, req["objects"],
