@@ -91,9 +91,8 @@ _USES = {"EqualStmt", "NotEqualStmt", "ArrayAppendStmt", "SetAddStmt", "ObjectIn
 
 class _Analysis:
     def __init__(self, plan: Mapping[str, Any]) -> None:
-        self.funcs = regoplan._funcs(plan)
-        self.strings = [regoplan._string(s.get("value"))
-                        for s in (plan.get("static") or {}).get("strings") or []]
+        self.funcs = regoplan.functions(plan)
+        self.strings = regoplan.plan_strings(plan)
         self.summaries: dict[str, _Summary] = {}
         self.busy: set[str] = set()
 
@@ -237,7 +236,7 @@ def reads(plan: Mapping[str, Any], entrypoints: Iterable[str]) -> dict[str, Read
     out: dict[str, Reads] = {}
     try:
         for func in analysis.funcs.values():
-            for stmt_type, _ in regoplan._stmts(func.get("blocks") or []):
+            for stmt_type, _ in regoplan.statements(func.get("blocks") or []):
                 if stmt_type in ("WithStmt", "CallDynamicStmt"):
                     raise _Unsupported(stmt_type)
         for ep in entrypoints:

@@ -118,9 +118,8 @@ _INERT = {"NopStmt", "BreakStmt", "ReturnLocalStmt", "ResultSetAddStmt", "IsUnde
 
 class _Analysis:
     def __init__(self, plan: Mapping[str, Any]) -> None:
-        self.funcs = regoplan._funcs(plan)
-        self.strings = [regoplan._string(s.get("value"))
-                        for s in (plan.get("static") or {}).get("strings") or []]
+        self.funcs = regoplan.functions(plan)
+        self.strings = regoplan.plan_strings(plan)
         self.summaries: dict[str, _V] = {}
         self.rules: dict[str, tuple[list[str], list[_V], Kinds]] = {}
         self.busy: set[str] = set()
@@ -363,7 +362,7 @@ def _check_plan(analysis: _Analysis) -> None:
     """Refuse (no guards at all) a plan with a statement that replaces the input or calls a
     rule chosen at evaluation time, wherever it is."""
     for func in analysis.funcs.values():
-        for stmt_type, _ in regoplan._stmts(func.get("blocks") or []):
+        for stmt_type, _ in regoplan.statements(func.get("blocks") or []):
             if stmt_type in ("WithStmt", "CallDynamicStmt"):
                 raise _Unsupported(stmt_type)
 

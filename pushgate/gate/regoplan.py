@@ -54,7 +54,7 @@ class Rule:
 
 def rules(plan: Mapping[str, Any], packages: Collection[str]) -> list[Rule]:
     """Every rule of the plan that belongs to one of `packages` (dotted names), sorted."""
-    funcs = _funcs(plan)
+    funcs = functions(plan)
     readers = data_readers(plan)
     by_path = {tuple(p.split(".")): p for p in packages}
     out = []
@@ -76,13 +76,13 @@ def data_readers(plan: Mapping[str, Any]) -> set[str]:
     functions counts (a dynamic `data[x]`, `with data... as`, a builtin given `data`), and a
     function that calls a reader is a reader, whatever it passes.
     """
-    funcs = _funcs(plan)
+    funcs = functions(plan)
     direct: set[str] = set()
     calls: dict[str, set[str]] = {}
     for name, func in funcs.items():
         callees: set[str] = set()
         reads = False
-        for stmt_type, stmt in _stmts(func.get("blocks") or []):
+        for stmt_type, stmt in statements(func.get("blocks") or []):
             if stmt_type == "CallStmt":
                 callee = str(stmt.get("func", ""))
                 if callee in funcs:
@@ -113,10 +113,10 @@ def base_documents(plan: Mapping[str, Any]) -> set[str]:
     """The top-level names under `data` that the plan reads as documents rather than as rules
     (`data.services.ports`, `import data.conftest`): a rule is a call, a document a lookup on
     the data local or a copy of it. A lookup with a computed key is not seen."""
-    strings = [_string(s.get("value")) for s in (plan.get("static") or {}).get("strings") or []]
+    strings = plan_strings(plan)
     names: set[str] = set()
-    for func in _funcs(plan).values():
-        stmts = list(_stmts(func.get("blocks") or []))
+    for func in functions(plan).values():
+        stmts = list(statements(func.get("blocks") or []))
         aliases = {_DATA}
         grown = True
         while grown:  # `import data.x` copies the data local first; order does not matter here
@@ -161,8 +161,8 @@ def unbound_reads(plan: Mapping[str, Any]) -> list[Site]:
     iterates it. Sorted by file and line, one per statement."""
     files = _files(plan)
     out: set[Site] = set()
-    for name, func in _funcs(plan).items():
-        stmts = list(_stmts(func.get("blocks") or []))
+    for name, func in functions(plan).items():
+        stmts = list(statements(func.get("blocks") or []))
         written = {p for p in func.get("params") or [] if isinstance(p, int)}
         for stmt_type, stmt in stmts:
             for key in _WRITTEN_FIELDS.get(stmt_type, ("target", "result")):
@@ -192,8 +192,8 @@ def noted_calls(plan: Mapping[str, Any], note: str) -> list[tuple[str, Site]]:
         return []
     files = _files(plan)
     out = {(str(stmt.get("func")), _site(name, stmt, files))
-           for name, func in _funcs(plan).items()
-           for stmt_type, stmt in _stmts(func.get("blocks") or [])
+           for name, func in functions(plan).items()
+           for stmt_type, stmt in statements(func.get("blocks") or [])
            if stmt_type == "CallStmt" and stmt.get("func") in noted}
     return sorted(out, key=lambda c: (c[1].file, c[1].line, c[0]))
 
@@ -236,6 +236,11 @@ def _reads(stmt: Mapping[str, Any]) -> Iterator[int]:
                     todo.extend(item.values())
 
 
+def plan_strings(plan: Mapping[str, Any]) -> list[str]:
+    """The plan's string constants, by index."""
+    return [_string(s.get("value")) for s in (plan.get("static") or {}).get("strings") or []]
+
+
 def _string(value: Any) -> str:
     """A plan string: rego-cpp writes some with their JSON quotes."""
     text = str(value)
@@ -248,12 +253,13 @@ def _string(value: Any) -> str:
     return text
 
 
-def _funcs(plan: Mapping[str, Any]) -> dict[str, Mapping[str, Any]]:
+def functions(plan: Mapping[str, Any]) -> dict[str, Mapping[str, Any]]:
+    """The plan's functions by name."""
     funcs = (plan.get("funcs") or {}).get("funcs") or []
     return {str(f["name"]): f for f in funcs if isinstance(f, Mapping) and "name" in f}
 
 
-def _stmts(blocks: Any) -> Iterator[tuple[str, Mapping[str, Any]]]:
+def statements(blocks: Any) -> Iterator[tuple[str, Mapping[str, Any]]]:
     """Every statement in `blocks`, nested blocks included, as (type, statement body)."""
     todo = [blocks]
     while todo:
