@@ -30,7 +30,9 @@ Kind guards (`kindguard`, from the policy set's plan, sent with `load`): a rule 
 say something about some kinds of object (`input.kind == "Secret"`, a pod spec only workload
 kinds have) is not asked about an object of another kind; its guard's empty value is answered
 instead. The static bundle holds one generated rule per group of entry points the guards call
-for (`rows_<i>`), so an object still costs one query.
+for (`rows_<i>`), so an object still costs one query. Input reads (`inputpaths`, also sent with
+`load`): each object is cut to the parts the rules it is asked can read before rego-cpp builds
+its input (a ConfigMap asked only the namespaces rule: its kind, name and namespace).
 
 Strings: rego-cpp keeps a string as the body of its JSON literal (`a\\"b` for a"b), but
 `set_input` hands it raw strings, and its builtins disagree about which form they get. An object
@@ -226,7 +228,9 @@ class Worker:
         rule, whose input is not an object): compiled with the others, not in their combined
         rule, so asking for the others still takes one query. `guards`: {entry point: [empty,
         [kind, ...]]} from `kindguard.guards` (the policy set's plan): the kinds of object an
-        entry point can say anything about, and its value for any other."""
+        entry point can say anything about, and its value for any other. `reads`: {entry point:
+        [needed paths, observed paths]} from `inputpaths.reads`; an entry point without them
+        gets whole objects."""
         self.modules = [(name, canonical_literals(src)) for name, src in modules]
         self.single = [ep for ep in single if ep in static]
         self.guards = {}
