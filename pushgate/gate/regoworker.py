@@ -101,6 +101,10 @@ class Compiled:
         self.wrappers = wrappers or {}  # a group of entry points -> its generated rule
         self.reads = reads or {}
         self._by_kind: dict[object, Split] = {}
+        # the group each kind is asked: the same groups the generated rules were compiled for
+        groups, by_kind, other = kindguard.subsets(entrypoints, self.guards)
+        self._groups = {k: list(groups[i]) for k, i in by_kind.items()}
+        self._other = list(groups[other])
 
     def narrow(self, entrypoints: list[str], obj: Any) -> Split:
         """How to ask `obj`: the entry points of `entrypoints` that can say anything about it,
@@ -113,7 +117,12 @@ class Compiled:
         whole = entrypoints == self.entrypoints
         split = self._by_kind.get(key) if whole else None
         if split is None:
-            asked = [ep for ep in entrypoints if key is _ESCAPED or self._holds(ep, key)]
+            if key is _ESCAPED:
+                asked = entrypoints
+            elif whole:
+                asked = self._groups.get(key, self._other) if isinstance(key, str) else self._other
+            else:
+                asked = [ep for ep in entrypoints if self._holds(ep, key)]
             skipped = [ep for ep in entrypoints if ep not in asked]
             found = [self.reads.get(ep) for ep in asked]
             keep = inputpaths.spec([r for r in found if r is not None]) if all(found) else None
@@ -128,7 +137,8 @@ class Compiled:
 
     def empty(self, ep: str) -> Any:
         """The value of a guarded entry point for an object its guard excludes."""
-        return {"set": [], "object": {}}.get(self.guards[ep].empty, regoio.UNDEFINED)
+        empty = self.guards[ep].empty
+        return [] if empty == "set" else {} if empty == "object" else regoio.UNDEFINED
 
 
 def wrapper_module(entrypoints: Sequence[str], groups: Sequence[Sequence[str]] = ()) -> str:
@@ -266,20 +276,20 @@ class Worker:
         for name, src in self.modules:
             interp.add_module(name, src)
         together = [ep for ep in entrypoints if ep not in self.single]
-        # the narrower groups the guards call for, each with a generated rule of its own
-        groups, _, _ = kindguard.subsets(together, self.guards)
-        groups = [g for g in groups if g and list(g) != together]
-        if combined and together:
+        combined = combined and bool(together)
+        groups: list[tuple[str, ...]] = []
+        if combined:
+            # the narrower groups the guards call for, each with a generated rule of its own
+            groups = [g for g in kindguard.subsets(together, self.guards)[0]
+                      if g and list(g) != together]
             try:
                 interp.add_module("pushgate-generated.rego", wrapper_module(together, groups))
             except Exception as e:
                 raise CompileError(str(e)[:500]) from None
         if push is not None:
             interp.add_data({"pushgate": {"push": push}})
-        combined = combined and bool(together)
         wrappers = {tuple(together): WRAPPER_ENTRYPOINT} if combined else {}
-        if combined:
-            wrappers.update((g, f"{WRAPPER_ENTRYPOINT}_{i}") for i, g in enumerate(groups))
+        wrappers.update((g, f"{WRAPPER_ENTRYPOINT}_{i}") for i, g in enumerate(groups))
         bundle = interp.build(None, [*wrappers.values(), *entrypoints])
         if not bundle.ok():
             raise CompileError("the policies do not compile with this push context")
