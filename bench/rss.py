@@ -28,6 +28,7 @@ from bench.gate_incremental import wait_warm
 
 NAME = "rss"
 TARGET_MB = 200.0
+DEFAULT_WORKERS = 1  # `pushgate serve --workers` and deploy/base/deployment.yaml (a test checks)
 CLONES = 4
 PUSHES = 200
 GROWTH_FROM = 50  # pushes before the growth is judged
@@ -150,6 +151,17 @@ def _measure(opts: Any, workers: int) -> tuple[dict[str, list[dict[str, Any]]], 
     return snaps, {"push_s": push_s, "warm_s": warm_s, "files": len(files)}
 
 
+def _judged(workers: int, total: float) -> str:
+    """The target is the server's as shipped: `pushgate serve` and deploy/ run DEFAULT_WORKERS.
+    Another layout is measured for what each further worker costs (README, "Workers and
+    memory"), and said to be over the figure when it is, not judged as the server."""
+    if workers == DEFAULT_WORKERS:
+        return f"target <= {TARGET_MB:.0f} MB: {common.verdict(total, TARGET_MB)}"
+    over = "over" if total > TARGET_MB else "within"
+    return (f"{over} the {TARGET_MB:.0f} MB figure; not the default layout, which the target "
+            f"judges: `pushgate serve` and deploy/ run {DEFAULT_WORKERS}")
+
+
 def _report(opts: Any, workers: int, snaps: dict[str, list[dict[str, Any]]],
             info: dict[str, Any]) -> tuple[str, float, str]:
     final_name = f"after push + {opts.repeats} clones"
@@ -197,8 +209,8 @@ def _report(opts: Any, workers: int, snaps: dict[str, list[dict[str, Any]]],
         *([] if not later else ["", f"Per process, {later[-1]}:", "",
                                 common.table(header, rows_of(later[-1]))]),
         "",
-        f"**{workers} worker{plural}: sum VmRSS = {total:.0f} MB** (target <= {TARGET_MB:.0f} MB: "
-        f"{common.verdict(total, TARGET_MB)}); sum PSS = {sum(r['pss_mb'] for r in final):.0f} MB",
+        f"**{workers} worker{plural}: sum VmRSS = {total:.0f} MB** ({_judged(workers, total)}); "
+        f"sum PSS = {sum(r['pss_mb'] for r in final):.0f} MB",
         "",
         growth_line,
     ])

@@ -86,6 +86,17 @@ def test_rss(tmp_path: Path) -> None:
         assert "growth" in run["growth"]
     text = _section(results, "rss")
     assert "1 worker: sum VmRSS" in text and "2 workers: sum VmRSS" in text and "anonymous" in text
+    assert text.count("(target <= 200 MB") == 1  # judged on the default layout only
+
+
+def test_rss_judges_the_layout_the_server_ships_with(monkeypatch: pytest.MonkeyPatch) -> None:
+    from pushgate import cli
+
+    monkeypatch.delenv("PUSHGATE_WORKERS", raising=False)
+    args = cli._parser().parse_args(["serve", "--data-dir", "d"])
+    assert int(args.workers) == rss.DEFAULT_WORKERS
+    deployment = Path(__file__).parents[2] / "deploy" / "base" / "deployment.yaml"
+    assert f"- --workers={rss.DEFAULT_WORKERS}" in deployment.read_text()
 
 
 @pytest.mark.cluster
