@@ -429,7 +429,7 @@ class Builder:
         if cache_key:
             if len(self._parsed) > 50_000:
                 self._parsed.clear()
-            self._parsed[cache_key] = result
+            result = self._parsed[cache_key] = manifests.packed(result)  # kept across builds
         return result
 
     def _render(self, root: kustomize.Kustomization, readers: Mapping[str, Callable[[], bytes]],

@@ -42,7 +42,8 @@ class Manifest:
     line: int  # 1-based line where the object starts
     index: int  # 0-based document index in the file (items of a List share their List's)
     obj: dict[str, Any]
-    span: yamlsafe.Span | None = field(default=None, repr=False, compare=False)  # for line_of
+    # For line_of; bytes (yamlsafe.pack) in what a cache keeps long (see `packed`).
+    span: yamlsafe.Span | bytes | None = field(default=None, repr=False, compare=False)
 
     @property
     def api_version(self) -> str:
@@ -84,7 +85,8 @@ class Manifest:
         if self.span is None:
             return self.line
         parts = re.sub(r"\[(\d+)\]", r".\1", dotted_path).split(".") if dotted_path else []
-        span, i = self.span, 0
+        span = yamlsafe.unpack(self.span) if isinstance(self.span, bytes) else self.span
+        i = 0
         while i < len(parts):
             for j in range(i + 1, len(parts) + 1):
                 child = span.child(".".join(parts[i:j]))
@@ -155,6 +157,14 @@ def load(path: str, data: bytes, limits: Limits = _DEFAULT_LIMITS) -> LoadResult
                 manifests.append(Manifest(path, span.line, document.index, value, span))
     problems.sort(key=lambda v: v.line)
     return LoadResult(manifests, problems)
+
+
+def packed(result: LoadResult) -> LoadResult:
+    """`result` with its manifests' spans packed (yamlsafe.pack): what a cache keeps across
+    builds. Every answer stays the same (line_of unpacks)."""
+    return LoadResult([m if type(m.span) is not yamlsafe.Span
+                       else Manifest(m.path, m.line, m.index, m.obj, yamlsafe.pack(m.span))
+                       for m in result.manifests], result.problems)
 
 
 def find_duplicates(manifests: Iterable[Manifest]) -> list[violations.Violation]:

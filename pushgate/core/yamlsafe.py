@@ -12,6 +12,7 @@ with a problem is left out of `Parsed.documents`; a syntax error or a limit ends
 from __future__ import annotations
 
 import json
+import marshal
 import math
 import re
 from bisect import bisect_right
@@ -55,6 +56,28 @@ class Span:
     def children(self) -> Mapping[str, Span]:
         fields = self.fields
         return {fields[i]: _whole(fields[i + 1]) for i in range(0, len(fields), 2)}
+
+
+def pack(span: Span) -> bytes:
+    """`span` as bytes, for a span kept long (a worker's parsed-file cache): about half the
+    memory the Span objects take, which was 40 % of a parsed manifest's (bench/RESULTS.md, rss).
+    Spans are read only to place a problem on its line: `unpack` then."""
+    return marshal.dumps(_tuples(span))
+
+
+def unpack(data: bytes) -> Span:
+    """The span `pack` was given (equal to it)."""
+    return _spans(marshal.loads(data))  # noqa: S302 - bytes made by pack, in this process
+
+
+def _tuples(span: Span) -> tuple[Any, ...]:
+    # A child Span becomes a tuple; keys are strings, a leaf's line an int: tuples are only spans.
+    return (span.line, tuple([_tuples(x) if type(x) is Span else x for x in span.fields]))
+
+
+def _spans(packed: tuple[Any, ...]) -> Span:
+    line, fields = packed
+    return Span(line, tuple([_spans(x) if type(x) is tuple else x for x in fields]))
 
 
 Lines: TypeAlias = "Span | int"  # a value's span while parsing: an int when it has no fields

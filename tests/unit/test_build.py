@@ -152,3 +152,23 @@ def test_a_missing_renderer_is_named_with_how_to_get_it(tmp_path: Path) -> None:
     [p] = b.problems
     assert p.path == "app/kustomization.yaml" and "kustomize is not available" in p.message
     assert "scripts/tools.sh path kustomize" in p.message and "--kustomize" in p.message
+
+
+def test_a_keyed_build_keeps_spans_packed_and_lines_exact(tmp_path: Path) -> None:
+    """What the Builder keeps across builds holds spans packed (yamlsafe.pack), and a problem
+    found in a file read from that cache (a schema error) is on the line a fresh read gives."""
+    bad = samples.deployment().replace("replicas: 2", "replicas: two")
+    tree = _tree(tmp_path, {"d.yaml": bad})
+    line = next(i for i, s in enumerate(bad.splitlines(), 1) if "replicas: two" in s)
+
+    class Keyed(DirTree):
+        def entries(self):  # type: ignore[no-untyped-def]
+            for e in super().entries():
+                yield type(e)(e.path, e.mode, "blob-" + e.path)
+
+    for t in (tree, Keyed(str(tmp_path)), Keyed(str(tmp_path))):
+        g = gatemod.Gate(gatemod.GateConfig(), engine=None, kustomize_bin=None)
+        b, found = g.check(t)
+        packed = isinstance(b.manifests[0].span, bytes)
+        assert packed == isinstance(t, Keyed)  # a directory's files are never cached
+        assert [(v.path, v.line) for v in found if v.rule.startswith("schema")] == [("d.yaml", line)]

@@ -113,6 +113,41 @@ def test_spans_are_compact_and_keys_shared() -> None:
     assert a.span.children["metadata"].children["labels"].line == 5
 
 
+def _paths(value: object, prefix: str = "") -> list[str]:
+    """Every dotted path of a JSON value, and one missing path under each collection."""
+    out = [prefix]
+    items = (value.items() if isinstance(value, dict)
+             else enumerate(value) if isinstance(value, list) else ())
+    for k, v in items:
+        out.extend(_paths(v, f"{prefix}.{k}" if prefix else str(k)))
+    if isinstance(value, (dict, list)):
+        out.append(f"{prefix}.missing" if prefix else "missing")
+    return out
+
+
+@both_parsers
+def test_a_packed_span_answers_every_line_as_the_span_does() -> None:
+    """A cache keeps spans packed (manifests.packed, yamlsafe.pack): the same span comes back,
+    and line_of gives the same line for every field, list item, dotted key and missing field,
+    also for keys no UTF-8 text holds (a lone surrogate from a JSON escape)."""
+    text = ("apiVersion: v1\nkind: ConfigMap\nmetadata:\n  name: x\n  labels: &l {app: web}\n"
+            "  annotations:\n    <<: *l\n    app.kubernetes.io/name: db\ndata:\n  items:\n"
+            + "".join(f"  - {{k: v{i}, n: [1, 2]}}\n" for i in range(300)))
+    docs = [load(text).manifests[0],
+            load('{"apiVersion": "v1", "kind": "ConfigMap", "metadata": {"name": "j"},\n'
+                 ' "data": {"\\ud800": "x", "deep": [[{"a": 1}]]}}', path="m.json").manifests[0]]
+    for m in docs:
+        assert isinstance(m.span, yamlsafe.Span)
+        assert yamlsafe.unpack(yamlsafe.pack(m.span)) == m.span
+        (kept,) = manifests.packed(manifests.LoadResult([m], [])).manifests
+        assert isinstance(kept.span, bytes) and kept.obj is m.obj and kept == m
+        paths = [*_paths(m.obj), "metadata.annotations.app.kubernetes.io/name", "data.items[299].n[1]"]
+        assert len(paths) > 15
+        assert [kept.line_of(p) for p in paths] == [m.line_of(p) for p in paths]
+    assert manifests.packed(manifests.LoadResult(docs[:1], [])).manifests[0].line_of(
+        "data.items.299.n.1") == 310
+
+
 def test_line_of_without_a_span_is_the_object_line() -> None:
     m = manifests.Manifest("x.yaml", 7, 0, {"kind": "ConfigMap"})
     assert m.line_of("metadata.name") == 7
