@@ -87,6 +87,7 @@ def test_rss(tmp_path: Path) -> None:
     text = _section(results, "rss")
     assert "1 worker: sum VmRSS" in text and "2 workers: sum VmRSS" in text and "anonymous" in text
     assert text.count("(target <= 200 MB") == 1  # judged on the default layout only
+    assert text.count("(target <= 5 MB") == 1
 
 
 def test_rss_judges_the_layout_the_server_ships_with(monkeypatch: pytest.MonkeyPatch) -> None:
