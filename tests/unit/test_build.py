@@ -172,3 +172,14 @@ def test_a_keyed_build_keeps_spans_packed_and_lines_exact(tmp_path: Path) -> Non
         packed = isinstance(b.manifests[0].span, bytes)
         assert packed == isinstance(t, Keyed)  # a directory's files are never cached
         assert [(v.path, v.line) for v in found if v.rule.startswith("schema")] == [("d.yaml", line)]
+
+
+def test_the_digest_is_computed_only_when_asked(tmp_path: Path) -> None:
+    """A check computes the Build's digest while the engine decides (a verdict records it);
+    `pushgate validate` records none and asks for none (its engine needs the CPU)."""
+    tree = _tree(tmp_path, {"d.yaml": samples.deployment()})
+    g = gatemod.Gate(gatemod.GateConfig(), engine=None, kustomize_bin=None)
+    assert g.check(tree)[0]._memo is not None
+    b = g.check(tree, digest=False)[0]
+    assert b._memo is None
+    assert b.digest() == g.check(tree)[0].digest()
