@@ -30,6 +30,13 @@ from typing import Any, NamedTuple, TypeAlias
 
 CHUNK = 1 << 16
 _cache: dict[tuple[frozenset[bytes], tuple[tuple[str, int, int], ...]], bool] = {}
+# plan()'s answer per (pack files, object format): every clone of one state streams the same
+# parts, and making them walks every entry of every pack in Python (~30-50 ms at 10,000
+# objects, a fifth of a clone's time; bench/RESULTS.md, clone). A pack file is never rewritten
+# in place (its name is its checksum; a merge writes a new one), so its name, size and mtime
+# name its content. A few states are kept: a plan holds one part per rewritten entry.
+_plans: dict[tuple[tuple[tuple[str, int, int], ...], str | None], Any] = {}
+_PLANS_KEPT = 4
 _lock = threading.Lock()
 
 
@@ -84,7 +91,7 @@ def eligible(object_store: Any, wants: Iterable[bytes], files: Sequence[str],
                 idx.close()
             total += len(shas)
             in_packs.update(sha_to_hex(e[0]) for e in shas)
-        ok = in_packs == reachable() and plan(files, object_store.object_format) is not None
+        ok = in_packs == reachable() and planned(files, object_store.object_format) is not None
     except FileNotFoundError:
         return False
     with _lock:
@@ -214,6 +221,26 @@ def plan(files: Sequence[str], object_format: Any = None, handles: dict[str, Any
     return plans, total
 
 
+def planned(files: Sequence[str], object_format: Any = None, handles: dict[str, Any] | None = None,
+            ) -> tuple[list[tuple[str, list[Part]]], int] | None:
+    """`plan(files, object_format, handles)`, made once per state of the packs. With `handles`
+    the files are named by what is open (fstat), so a plan is never used for another file
+    that took a pack's path."""
+    sig = tuple((os.path.basename(f), st.st_size, st.st_mtime_ns) for f, st in
+                ((f, os.fstat(handles[f].fileno()) if handles is not None else os.stat(f))
+                 for f in files))
+    key = (sig, getattr(object_format, "name", None))
+    with _lock:
+        if key in _plans:
+            return _plans[key]  # type: ignore[no-any-return]
+    made = plan(files, object_format, handles)
+    with _lock:
+        if len(_plans) >= _PLANS_KEPT:
+            _plans.clear()
+        _plans[key] = made
+    return made
+
+
 class Vanished(FileNotFoundError):
     """A pack went away (merged by gitserver/consolidate.py) before anything was written: the
     caller serves the clone another way."""
@@ -226,7 +253,7 @@ def stream(files: Sequence[str], write: Callable[[bytes], None], object_format: 
     with contextlib.ExitStack() as stack:
         try:
             handles = {f: stack.enter_context(open(f, "rb")) for f in files}
-            made = plan(files, object_format, handles)
+            made = planned(files, object_format, handles)
         except FileNotFoundError as e:
             raise Vanished(str(e)) from e
         if made is None:
