@@ -33,9 +33,9 @@ _cache: dict[tuple[frozenset[bytes], tuple[tuple[str, int, int], ...]], bool] = 
 # plan()'s answer per (pack files, object format): every clone of one state streams the same
 # parts, and making them walks every entry of every pack in Python (~30-50 ms at 10,000
 # objects, a fifth of a clone's time; bench/RESULTS.md, clone). A pack file is never rewritten
-# in place (its name is its checksum; a merge writes a new one), so its name, size and mtime
-# name its content. A few states are kept: a plan holds one part per rewritten entry.
-_plans: dict[tuple[tuple[tuple[str, int, int], ...], str | None], Any] = {}
+# in place (a merge or a push writes a new file), so its path, inode, size and mtime name its
+# content. A few states are kept: a plan holds one part per rewritten entry.
+_plans: dict[tuple[tuple[tuple[str, int, int, int], ...], str | None], Any] = {}
 _PLANS_KEPT = 4
 _lock = threading.Lock()
 
@@ -226,7 +226,7 @@ def planned(files: Sequence[str], object_format: Any = None, handles: dict[str, 
     """`plan(files, object_format, handles)`, made once per state of the packs. With `handles`
     the files are named by what is open (fstat), so a plan is never used for another file
     that took a pack's path."""
-    sig = tuple((os.path.basename(f), st.st_size, st.st_mtime_ns) for f, st in
+    sig = tuple((f, st.st_ino, st.st_size, st.st_mtime_ns) for f, st in
                 ((f, os.fstat(handles[f].fileno()) if handles is not None else os.stat(f))
                  for f in files))
     key = (sig, getattr(object_format, "name", None))
