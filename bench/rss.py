@@ -57,26 +57,6 @@ def _pss_kb(pid: int) -> float:
     return float("nan")
 
 
-def tree(root: int) -> list[int]:
-    """`root` and all its descendants."""
-    children: dict[int, list[int]] = {}
-    for d in Path("/proc").iterdir():
-        if not d.name.isdigit():
-            continue
-        try:
-            stat = (d / "stat").read_text()
-        except OSError:
-            continue
-        ppid = int(stat.rsplit(")", 1)[1].split()[1])
-        children.setdefault(ppid, []).append(int(d.name))
-    out, todo = [], [root]
-    while todo:
-        pid = todo.pop()
-        out.append(pid)
-        todo.extend(sorted(children.get(pid, [])))
-    return out
-
-
 def _role(pid: int, root: int) -> str:
     try:
         cmd = Path(f"/proc/{pid}/cmdline").read_bytes().replace(b"\0", b" ").decode(errors="replace")
@@ -95,7 +75,9 @@ def _role(pid: int, root: int) -> str:
 
 def snapshot(root: int) -> list[dict[str, Any]]:
     rows = []
-    for pid in tree(root):
+    from tests.bed import procs
+
+    for pid in procs.tree(root):
         try:
             st = _status(pid)
         except OSError:

@@ -33,6 +33,26 @@ def free_port() -> int:
         return int(s.getsockname()[1])
 
 
+def tree(root: int) -> list[int]:
+    """`root` and all its descendants (through /proc parent links), `root` first."""
+    children: dict[int, list[int]] = {}
+    for d in Path("/proc").iterdir():
+        if not d.name.isdigit():
+            continue
+        try:
+            stat = (d / "stat").read_text()
+        except OSError:
+            continue
+        ppid = int(stat.rsplit(")", 1)[1].split()[1])
+        children.setdefault(ppid, []).append(int(d.name))
+    out, todo = [], [root]
+    while todo:
+        pid = todo.pop()
+        out.append(pid)
+        todo.extend(sorted(children.get(pid, [])))
+    return out
+
+
 class Proc:
     """A started process with its log file."""
 

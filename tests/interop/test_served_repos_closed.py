@@ -9,27 +9,9 @@ from __future__ import annotations
 import time
 from pathlib import Path
 
-from tests.bed import samples
+from tests.bed import procs, samples
 from tests.bed.gitcli import Git
 from tests.bed.server import Server
-
-
-def _tree(root: int) -> list[int]:
-    """`root` and all its descendants (the front, gunicorn's workers, their engines)."""
-    children: dict[int, list[int]] = {}
-    for d in Path("/proc").iterdir():
-        if d.name.isdigit():
-            try:
-                ppid = int((d / "stat").read_text().rsplit(")", 1)[1].split()[1])
-            except (OSError, ValueError, IndexError):
-                continue
-            children.setdefault(ppid, []).append(int(d.name))
-    out, todo = [], [root]
-    while todo:
-        pid = todo.pop()
-        out.append(pid)
-        todo.extend(children.get(pid, []))
-    return out
 
 
 def _held(server: Server) -> list[str]:
@@ -37,7 +19,7 @@ def _held(server: Server) -> list[str]:
     assert server.proc is not None
     packs = str((server.repo / "objects" / "pack").resolve())
     found = []
-    for pid in _tree(server.proc.pid):
+    for pid in procs.tree(server.proc.pid):
         try:
             fds = list(Path(f"/proc/{pid}/fd").iterdir())
             maps = Path(f"/proc/{pid}/maps").read_text().splitlines()
