@@ -29,13 +29,12 @@ from collections.abc import Callable, Iterable, Sequence
 from typing import Any, NamedTuple, TypeAlias
 
 CHUNK = 1 << 16
-_cache: dict[tuple[frozenset[bytes], tuple[tuple[str, int, int], ...]], bool] = {}
+_cache: dict[tuple[frozenset[bytes], Signature], bool] = {}  # (wants, packs) -> eligible
 # plan()'s answer per (pack files, object format): every clone of one state streams the same
 # parts, and making them walks every entry of every pack in Python (~30-50 ms at 10,000
-# objects, a fifth of a clone's time; bench/RESULTS.md, clone). A pack file is never rewritten
-# in place (a merge or a push writes a new file), so its path, inode, size and mtime name its
-# content. A few states are kept: a plan holds one part per rewritten entry.
-_plans: dict[tuple[tuple[tuple[str, int, int, int], ...], str | None], Any] = {}
+# objects, a fifth of a clone's time; bench/RESULTS.md, clone). Keyed by the packs' _signature;
+# a few states are kept: a plan holds one part per rewritten entry.
+_plans: dict[tuple[Signature, str | None], Any] = {}
 _PLANS_KEPT = 4
 _lock = threading.Lock()
 
@@ -58,11 +57,16 @@ def pack_files(object_store: Any) -> list[str] | None:
     return files
 
 
-def _signature(files: Sequence[str]) -> tuple[tuple[str, int, int], ...]:
+Signature: TypeAlias = tuple[tuple[str, int, int, int], ...]
+
+
+def _signature(files: Sequence[str], handles: dict[str, Any] | None = None) -> Signature:
+    """What names the packs' content: path, inode, size and mtime of each (a pack file is never
+    rewritten in place; a merge or a push writes a new one). With `handles`, of the files open."""
     out = []
     for f in files:
-        st = os.stat(f)
-        out.append((os.path.basename(f), st.st_size, st.st_mtime_ns))
+        st = os.fstat(handles[f].fileno()) if handles is not None else os.stat(f)
+        out.append((f, st.st_ino, st.st_size, st.st_mtime_ns))
     return tuple(out)
 
 
@@ -224,12 +228,9 @@ def plan(files: Sequence[str], object_format: Any = None, handles: dict[str, Any
 def planned(files: Sequence[str], object_format: Any = None, handles: dict[str, Any] | None = None,
             ) -> tuple[list[tuple[str, list[Part]]], int] | None:
     """`plan(files, object_format, handles)`, made once per state of the packs. With `handles`
-    the files are named by what is open (fstat), so a plan is never used for another file
-    that took a pack's path."""
-    sig = tuple((f, st.st_ino, st.st_size, st.st_mtime_ns) for f, st in
-                ((f, os.fstat(handles[f].fileno()) if handles is not None else os.stat(f))
-                 for f in files))
-    key = (sig, getattr(object_format, "name", None))
+    the files are named by what is open, so a plan is never used for another file that took a
+    pack's path."""
+    key = (_signature(files, handles), getattr(object_format, "name", None))
     with _lock:
         if key in _plans:
             return _plans[key]  # type: ignore[no-any-return]
