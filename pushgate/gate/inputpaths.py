@@ -12,13 +12,15 @@ only the namespaces rule needs its kind, name and namespace: not its data.
 What a rule reads, found by abstract interpretation of the plan: a local may be an alias of
 parts of the input (paths of keys; `*` for any key); a lookup (`DotStmt`) extends the path and
 marks it *needed* (whether it exists decides the lookup); any other use of an alias (a
-comparison, a builtin's argument, a value put in a collection or returned as a rule's value, a
-function's argument other than the input itself) marks its path *observed* (the whole value
-there matters); iterating an alias needs every key under it. Two uses read no more than a
-needed path keeps, because a cut keeps every value's type and every scalar as it is: a type
-test (`is_object`, ...) and a comparison with a constant string or boolean (rego-cpp tests
-`x != false` before it iterates x). Functions that get the input pass their needs on; nothing
-else can reach it.
+comparison, a builtin's argument, a value put in a collection or returned as a rule's value)
+marks its path *observed* (the whole value there matters); iterating an alias needs every key
+under it. Two uses read no more than a needed path keeps, because a cut keeps every value's type
+and every scalar as it is: a type test (`is_object`, ...) and a comparison with a constant string
+or boolean (rego-cpp tests `x != false` before it iterates x). Functions that get the input pass
+their needs on; nothing else can reach it. A function's own arguments are summed up once as
+symbolic roots (`_Param`): each call reads, of what it hands the function, what the body reads
+of that argument (`image_of(container)` reads the container's `image`, not the container), and
+the function's value aliases what it returns of them.
 
 Cut to: every observed path kept whole, every needed path kept with only what is needed or
 observed under it. A rule can then tell the cut object from the whole one by nothing it can
@@ -31,7 +33,7 @@ from __future__ import annotations
 
 from collections.abc import Iterable, Mapping, Sequence
 from dataclasses import dataclass, field
-from typing import Any
+from typing import Any, cast
 
 from pushgate.gate import regoplan
 
@@ -41,7 +43,6 @@ ANY_KEY = "*"  # in a path: any key of an object, any index of an array (never a
 _INPUT, _DATA = 0, 1
 
 Path = tuple[str, ...]
-Aliases = frozenset[Path]  # the paths of the input a local may be; empty: none
 
 
 @dataclass(frozen=True)
@@ -56,6 +57,18 @@ class _Unsupported(Exception):
     """The plan holds something the analysis does not model: no reads at all."""
 
 
+@dataclass(frozen=True)
+class _Param:
+    """The root of a path through a function's own argument (the `index`-th parameter; 0 and 1
+    are the input and data): a function's reads are summed up once, in terms of its arguments,
+    and each call puts in what its arguments may alias."""
+
+    index: int
+
+
+# A path of the analysis: of the input, or of a function's argument (a _Param first).
+_Path = tuple["str | _Param", ...]
+Aliases = frozenset[_Path]  # the paths a local may be; empty: none
 _NONE: Aliases = frozenset()
 
 
@@ -63,16 +76,16 @@ _NONE: Aliases = frozenset()
 class _Func:
     ret: int
     env: dict[int, Aliases] = field(default_factory=dict)
-    needed: set[Path] = field(default_factory=set)
-    observed: set[Path] = field(default_factory=set)
-    returned: set[Path] = field(default_factory=set)  # what its value may alias
+    needed: set[_Path] = field(default_factory=set)
+    observed: set[_Path] = field(default_factory=set)
+    returned: set[_Path] = field(default_factory=set)  # what its value may alias
 
 
 @dataclass(frozen=True)
 class _Summary:
-    needed: frozenset[Path]
-    observed: frozenset[Path]
-    returned: frozenset[Path]
+    needed: frozenset[_Path]
+    observed: frozenset[_Path]
+    returned: frozenset[_Path]
 
 
 # Builtins that read only a value's type, which a cut keeps (an object stays an object, an
@@ -108,6 +121,10 @@ class _Analysis:
         self.busy.add(name)
         try:
             f = _Func(ret)
+            for i, local in enumerate(params[2:], start=2):
+                if not isinstance(local, int) or isinstance(local, bool) or local in (_INPUT, _DATA):
+                    raise _Unsupported(f"{name}: parameters {params}")
+                f.env[local] = frozenset([(_Param(i),)])
             for block in func.get("blocks") or []:
                 self._region(f, block)
         finally:
@@ -222,11 +239,22 @@ class _Analysis:
         if (len(args) < 2 or args[0] != {"type": "local", "value": _INPUT}
                 or args[1] != {"type": "local", "value": _DATA}):
             raise _Unsupported(f"{name} called without the input")
-        self._use(f, args[2:])  # a function's own arguments: read whole
         got = self.summary(name)
-        f.needed.update(got.needed)
-        f.observed.update(got.observed)
-        return got.returned
+        given = {i: self._aliases(f, arg) for i, arg in enumerate(args) if i >= 2}
+
+        def bound(paths: frozenset[_Path]) -> set[_Path]:
+            # what the function reads of its arguments, read of what they may alias here
+            out: set[_Path] = set()
+            for p in paths:
+                if p and isinstance(p[0], _Param):
+                    out.update((*a, *p[1:]) for a in given.get(p[0].index, _NONE))
+                else:
+                    out.add(p)
+            return out
+
+        f.needed.update(bound(got.needed))
+        f.observed.update(bound(got.observed))
+        return frozenset(bound(got.returned))
 
 
 def reads(plan: Mapping[str, Any], entrypoints: Iterable[str]) -> dict[str, Reads]:
@@ -242,8 +270,12 @@ def reads(plan: Mapping[str, Any], entrypoints: Iterable[str]) -> dict[str, Read
         for ep in entrypoints:
             name = "g0.data." + ep.replace("/", ".")
             got = analysis.summary(name)
-            # a rule's value that is part of the input is printed whole
-            out[ep] = Reads(got.needed, got.observed | got.returned)
+            if any(p and isinstance(p[0], _Param) for p in got.needed | got.observed | got.returned):
+                raise _Unsupported(f"{ep}: reads through an argument it has not")
+            # a rule's value that is part of the input is printed whole (paths of the input
+            # only, checked above)
+            out[ep] = Reads(cast(frozenset[Path], got.needed),
+                            cast(frozenset[Path], got.observed | got.returned))
     except (_Unsupported, RecursionError, KeyError, TypeError, AttributeError):
         return {}
     return out

@@ -47,9 +47,24 @@ def test_the_starter_namespaces_rule_reads_kind_name_and_namespace() -> None:
     ('deny contains "x" if input.items[0].name == "i"', {"items": [{"name": "i"}, {"name": "j"}]}),
     # the rule's value is part of the object: kept whole
     ("deny := input.metadata if input.kind", {"kind": "ConfigMap", "metadata": OBJ["metadata"]}),
-    # handed whole to a builtin or to a function
+    # handed whole to a builtin, or to a function that uses it whole
     ('deny contains "x" if count(input.metadata) > 1', {"metadata": OBJ["metadata"]}),
-    ('f(m) := m.name\n\ndeny contains "x" if f(input.metadata) == "a"', {"metadata": OBJ["metadata"]}),
+    ('f(m) := count(m)\n\ndeny contains "x" if f(input.metadata) > 1', {"metadata": OBJ["metadata"]}),
+    # a function reads of its argument what its body reads (per call, of what that call hands it)
+    ('f(m) := m.name\n\ndeny contains "x" if f(input.metadata) == "a"', {"metadata": {"name": "a"}}),
+    ('f(m, k) := m[k]\n\ndeny contains "x" if f(input.metadata, "name") == "a"',
+     {"metadata": OBJ["metadata"]}),
+    ('f(a, b) := b.v\n\ndeny contains "x" if { some it in input.items; f(input.kind, it) > 1 }',
+     {"kind": "ConfigMap", "items": [{"v": 1}, {"v": 2}]}),
+    ('f(m) := m.name\n\ndeny contains "x" if { f(input.metadata) == "a"; f({"name": "b"}) == "b" }',
+     {"metadata": {"name": "a"}}),
+    # its value is its argument: read on by the caller
+    ('f(m) := m\n\ndeny contains "x" if f(input.metadata).namespace == "b"',
+     {"metadata": {"namespace": "b"}}),
+    ('f(m) := m\n\ng(m) := f(m).labels\n\ndeny contains "x" if g(input.metadata).x == "y"',
+     {"metadata": {"labels": {"x": "y"}}}),
+    ('f(m) := m\n\ndeny := f(input.metadata) if input.kind',
+     {"kind": "ConfigMap", "metadata": OBJ["metadata"]}),
     # a key computed from the object
     ('deny contains "x" if input.data[input.metadata.name]',
      {"metadata": {"name": "a"}, "data": OBJ["data"]}),
@@ -68,7 +83,8 @@ def test_a_cut_keeps_what_the_rule_reads(body: str, want: Any) -> None:
     'deny contains "x" if object.get(input, "kind", "") == "ConfigMap"',
     'deny contains "x" if walk(input, [_, "line\\nbreak"])',
     "deny := input if true",
-    'f(o) := o.kind\n\ndeny contains "x" if f(input) == "ConfigMap"',
+    'f(o) := o\n\ndeny contains "x" if count(f(input)) > 1',
+    'f(o) := json.marshal(o)\n\ndeny contains "x" if f(input) != ""',
     'deny contains "x" if input[input.kind]',
 ])
 def test_what_reads_the_object_whole_keeps_it_whole(body: str) -> None:
