@@ -59,6 +59,7 @@ test_empty_or_null_values_count_as_missing if {
 test_malformed_resources_denied if {
 	count(deny_resources("lots")) == 1
 	count(deny_resources({"requests": "1", "limits": ["1"]})) == 1
+	fixtures.msgs(deny_resources({"requests": {"cpu": {"m": 1}, "memory": "1Gi"}, "limits": {"cpu": "1", "memory": "1Gi"}})) == {"container \"web\" does not set resources.requests.cpu: set CPU and memory requests and limits"}
 }
 
 test_init_containers_checked if {

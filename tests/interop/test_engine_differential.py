@@ -112,6 +112,13 @@ POD_SPEC_EDITS: dict[str, tuple[Callable[[dict[str, Any]], None], set[str]]] = {
         lambda s: s.update(initContainers=[{"name": "init", "image": "busybox:1.37"}]), {"resources"}),
     "resources-numeric": (lambda s: s["containers"][0]["resources"].update(
         requests={"cpu": 1, "memory": 67108864}), set()),
+    # shapes a lookup of resources.<kind>.<quantity> must read as missing, in both engines
+    "resources-string": (lambda s: s["containers"][0].update(resources="lots"), {"resources"}),
+    "resources-requests-list": (lambda s: s["containers"][0]["resources"].update(
+        requests=["cpu", "memory"]), {"resources"}),
+    "resources-quantity-object": (lambda s: s["containers"][0]["resources"].update(
+        requests={"cpu": {"cpu": "1"}, "memory": "1Gi"}), {"resources"}),
+    "resources-null": (lambda s: s["containers"][0].update(resources=None), {"resources"}),
     "privileged": (lambda s: s["containers"][0].update(securityContext={"privileged": True}), {"security"}),
     "not-privileged": (lambda s: s["containers"][0].update(securityContext={"privileged": False}), set()),
     "hostpath-volume": (lambda s: s.update(volumes=[{"name": "host", "hostPath": {"path": "/var"}}]),
