@@ -3,8 +3,9 @@
 `pushgate validate` waits for the plan of its policies, compiled in a worker process, and then
 for the embedded engine's worker to start (each ~0.15 s of Python and regopy imports). Started
 here, before `pushgate.cli` and the gate are imported (~0.3 s on one core), they start on the
-other core; started from the CLI, policy loading waited ~0.25 s for the compiler. Imports
-nothing heavy itself.
+other core; started from the CLI, policy loading waited ~0.25 s for the compiler. The compiler
+is also sent the policy directory the command names (or the default one) at once, so that the
+plan is compiled during those imports too (see `prestart`). Imports nothing heavy itself.
 """
 
 from __future__ import annotations
@@ -23,6 +24,9 @@ def run() -> None:
     from pushgate.gate import prestart
 
     prestart.start(engines=1)
+    guess = policies_guess(sys.argv[2:])
+    if guess:
+        prestart.plan_ahead(guess)
     from pushgate import cli
 
     code = cli.main()
@@ -35,3 +39,24 @@ def run() -> None:
     except OSError:
         code = 120  # what Python exits with when it cannot flush at exit
     os._exit(code)
+
+
+def policies_guess(argv: list[str]) -> str | None:
+    """The policy directory `pushgate validate <argv>` will most likely load, read without the
+    CLI's parser (which imports the configuration); None when the server's active policy
+    commit may be the one (--data-dir). A wrong guess only costs the compile it started."""
+    guess = os.environ.get("PUSHGATE_POLICIES")
+    for i, arg in enumerate(argv):
+        if arg == "--":
+            break
+        if arg == "--data-dir" or arg.startswith("--data-dir="):
+            return None
+        if arg == "--policies" and i + 1 < len(argv):
+            guess = argv[i + 1]
+        elif arg.startswith("--policies="):
+            guess = arg.partition("=")[2]
+    if guess:
+        return guess
+    from gitserver.settings import default_policies_dir
+
+    return default_policies_dir()

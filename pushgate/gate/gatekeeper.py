@@ -39,7 +39,7 @@ from dataclasses import dataclass
 from typing import Any
 
 from pushgate.core import manifests
-from pushgate.gate import opacli
+from pushgate.gate import opacli, regofiles
 
 TARGET = "admission.k8s.gatekeeper.sh"
 PACKAGE = "pushgate.gatekeeper"
@@ -169,26 +169,20 @@ def load(directory: str, opa_bin: str | None = None) -> GatekeeperSet | None:
 
 
 def _documents(directory: str) -> Iterable[tuple[str, int, dict[str, Any]]]:
-    for root, dirs, files in os.walk(directory):
-        dirs[:] = sorted(d for d in dirs if not d.startswith("."))
-        for name in sorted(files):
-            if not name.endswith((".yaml", ".yml", ".json")) or name.startswith("."):
-                continue
-            full = os.path.join(root, name)
-            rel = os.path.relpath(full, directory)
-            try:
-                with open(full, "rb") as f:
-                    data = f.read()
-            except OSError as e:
-                raise GatekeeperError(f"{rel}: cannot read: {e}") from e
-            if b"gatekeeper.sh" not in data:
-                continue  # not ours (a data file, an enforcement override): left to its reader
-            loaded = manifests.load(rel, data)  # the gate's own bounded, safe loader
-            if loaded.problems:
-                raise GatekeeperError(str(loaded.problems[0]))
-            for m in loaded.manifests:
-                if "gatekeeper.sh" in str(m.obj.get("apiVersion", "")):
-                    yield rel, m.line, m.obj
+    for rel, full in regofiles.documents(directory):
+        try:
+            with open(full, "rb") as f:
+                data = f.read()
+        except OSError as e:
+            raise GatekeeperError(f"{rel}: cannot read: {e}") from e
+        if regofiles.GATEKEEPER_MARK not in data:
+            continue  # not ours (a data file, an enforcement override): left to its reader
+        loaded = manifests.load(rel, data)  # the gate's own bounded, safe loader
+        if loaded.problems:
+            raise GatekeeperError(str(loaded.problems[0]))
+        for m in loaded.manifests:
+            if "gatekeeper.sh" in str(m.obj.get("apiVersion", "")):
+                yield rel, m.line, m.obj
 
 
 def _template(rel: str, doc: dict[str, Any], opa: str | None) -> tuple[Template, Any]:

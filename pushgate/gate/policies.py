@@ -35,7 +35,7 @@ from dataclasses import dataclass, field
 from typing import Any, Protocol
 
 from pushgate.core import violations as pv
-from pushgate.gate import gatekeeper, inputpaths, kindguard, prestart, regoplan
+from pushgate.gate import gatekeeper, inputpaths, kindguard, prestart, regofiles, regoplan
 from pushgate.gate.regoworker import UNDECIDABLE, WRONG_BUILTIN_PROBES
 
 _PACKAGE = re.compile(r"^\s*package\s+([A-Za-z_][\w.]*)\s*$", re.M)
@@ -181,20 +181,13 @@ def load(directory: str, namespaces: Sequence[str] | None = None) -> PolicySet:
     if not os.path.isdir(directory):
         raise PolicyError(f"policy directory {directory} does not exist")
     modules = []
-    for root, dirs, files in os.walk(directory):
-        # A ConfigMap volume holds each file twice (via hidden "..<timestamp>" dirs): skip those.
-        dirs[:] = sorted(d for d in dirs if not d.startswith("."))
-        for name in sorted(files):
-            if not name.endswith(".rego") or name.endswith("_test.rego"):
-                continue
-            full = os.path.join(root, name)
-            rel = os.path.relpath(full, directory)
-            try:
-                with open(full, encoding="utf-8") as f:
-                    src = f.read()
-            except (OSError, UnicodeDecodeError) as e:
-                raise PolicyError(f"{rel}: cannot read: {e}") from e
-            modules.append(_parse(rel, src))
+    for rel, full in regofiles.paths(directory):
+        try:
+            with open(full, encoding="utf-8") as f:
+                src = f.read()
+        except (OSError, UnicodeDecodeError) as e:
+            raise PolicyError(f"{rel}: cannot read: {e}") from e
+        modules.append(_parse(rel, src))
     try:
         gk = gatekeeper.load(directory)
     except gatekeeper.GatekeeperError as e:
@@ -340,10 +333,11 @@ def _compile(modules: Sequence[Module]) -> dict[str, Any]:
     key = _version(modules, None)
     if key in _plans:
         return _plans[key]
-    req = json.dumps({"op": "plan", "modules": [[m.path, m.source] for m in modules]})
-    proc = prestart.take_compiler()
+    sources = [[m.path, m.source] for m in modules]
+    proc, asked = prestart.take_compiler(sources)
+    req = None if asked else json.dumps({"op": "plan", "modules": sources}) + "\n"
     try:
-        stdout, stderr = proc.communicate(req + "\n", timeout=_COMPILE_TIMEOUT)
+        stdout, stderr = proc.communicate(req, timeout=_COMPILE_TIMEOUT)
     except subprocess.TimeoutExpired as e:
         proc.kill()
         proc.communicate()
