@@ -10,6 +10,7 @@ naming what to fix and exit 2 before anything starts; nothing prints a traceback
 from __future__ import annotations
 
 import argparse
+import contextlib
 import logging
 import os
 import sys
@@ -648,16 +649,30 @@ def _validate(args: argparse.Namespace) -> int:
         commit = activepolicy.active_commit(args.data_dir)
         if commit:
             policy_dir = activepolicy.commit_directory(args.data_dir, commit)
-    # The policies load (their plan compiled by the worker) while the rest of the gate is
-    # imported: the thread mostly waits for the worker, the imports hold this one (~0.1 s).
+    # The policies load (their plan compiled by the worker, usually asked for by
+    # pushgate.launch already) while the rest of the gate is imported, and the engine's worker
+    # is given them as soon as they are: the thread mostly waits for workers, the imports hold
+    # this one (~0.1 s).
     loaded: list[policysource.Source | BaseException] = []
+    engines: list[policies.PolicyEngine] = []
 
     def load() -> None:
         try:
-            loaded.append(policysource.load(policy_dir, cfg.gate.policy_namespaces or None,
-                                            commit=commit))
+            source = policysource.load(policy_dir, cfg.gate.policy_namespaces or None, commit=commit)
         except BaseException as e:  # handed to the main thread below
             loaded.append(e)
+            return
+        loaded.append(source)
+        if not args.opa_url:
+            # Its worker compiles the policies while this process imports the gate and lists
+            # the tree. A worker that fails to start now is started again by the check, which
+            # reports it.
+            from pushgate.gate.embedded import EmbeddedEngine
+
+            engine = EmbeddedEngine(source.policy_set)
+            engines.append(engine)
+            with contextlib.suppress(policies.EngineUnavailable, OSError):
+                engine.start()
 
     loader = threading.Thread(target=load, name="policy-load", daemon=True)
     loader.start()
@@ -665,7 +680,6 @@ def _validate(args: argparse.Namespace) -> int:
     from pushgate.core import violations as pv
     from pushgate.gate import enforcement
     from pushgate.gate import gate as gatemod
-    from pushgate.gate.embedded import EmbeddedEngine
     from pushgate.gate.opaserver import OpaServerEngine
 
     loader.join()
@@ -679,13 +693,13 @@ def _validate(args: argparse.Namespace) -> int:
     if args.verbose:
         for line in source.describe():
             print(f"pushgate: {line}", file=sys.stderr)
-    engine: policies.PolicyEngine = (OpaServerEngine(args.opa_url, policy_set) if args.opa_url
-                                     else EmbeddedEngine(policy_set))
+    engine = OpaServerEngine(args.opa_url, policy_set) if args.opa_url else engines[0]
     config = gatemod.GateConfig(build=cfg.build, missing_schema=cfg.gate.missing_schema,
                                 timeout=cfg.gate.timeout)
     try:
         g = gatemod.Gate(config, engine=engine, kustomize_bin=args.kustomize or default_kustomize())
     except ValueError as e:
+        engine.close()
         raise _ConfigExit(f"--kubernetes-version: {e}") from e
     try:
         _b, found = g.check(DirTree(args.directory), {"pusher": os.environ.get("USER", ""),
