@@ -13,7 +13,6 @@ from collections.abc import Callable
 from typing import Any
 
 import re2
-from jsonschema import ValidationError  # type: ignore[import-untyped]
 
 from pushgate.core import violations
 
@@ -28,6 +27,8 @@ def re2_compile(pattern: str) -> Any:
 
 
 def _pattern(validator: Any, pattern: str, instance: Any, schema: Any) -> Any:
+    from jsonschema import ValidationError  # type: ignore[import-untyped]  # imported by now
+
     if isinstance(instance, str) and not re2_compile(pattern).search(instance):
         yield ValidationError(f"{instance!r} does not match {pattern!r}")
 

@@ -8,7 +8,9 @@ minor version; `with_crds` adds the custom resources defined by the CRDs of the 
 Speed shapes the design: resolving `$ref`s per object (what `kubernetes_validate` does) costs
 ~8 ms, so each kind's references into `_definitions.json` are inlined once and one jsonschema
 validator per kind is reused. A plain-Python predicate compiled from the same schema answers the
-common case (valid) first; jsonschema runs only to explain an object the predicate refuses.
+common case (valid) first; jsonschema runs only to explain an object the predicate refuses, and
+is imported only then (~0.06 s, a tenth of `pushgate validate`'s start-up), or for the schema
+nodes the predicate does not model (it hands those to jsonschema when it first meets them).
 
 Each problem is a `Violation` whose rule is `schema:<dotted instance path>`. Secret values never
 appear in a message.
@@ -29,6 +31,7 @@ from __future__ import annotations
 import base64
 import binascii
 import copy
+import functools
 import importlib.util
 import json
 import re
@@ -37,9 +40,6 @@ from collections.abc import Callable, Iterable, Mapping
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, Literal
-
-from jsonschema import FormatChecker  # type: ignore[import-untyped]
-from jsonschema.validators import extend, validator_for  # type: ignore[import-untyped]
 
 from pushgate.core import violations
 from pushgate.gate import crdrules, schemamsg
@@ -69,13 +69,46 @@ def _check_byte(value: object) -> bool:
     return True
 
 
+def _check_int(bits: int) -> Callable[[object], bool]:
+    n = 2 ** (bits - 1)
+    return lambda v: type(v) is not int or -n <= v < n
+
+
 # Only formats the API server enforces when decoding; `date-time` and `double` are left alone,
-# as kubeconform does, so that no valid manifest fails on a checker's stricter reading.
-_FORMATS = FormatChecker(formats=())
-_FORMATS.checks("byte", raises=(binascii.Error, ValueError))(_check_byte)
-for _bits in (32, 64):
-    _FORMATS.checks(f"int{_bits}")(
-        lambda v, n=2 ** (_bits - 1): type(v) is not int or -n <= v < n)
+# as kubeconform does, so that no valid manifest fails on a checker's stricter reading. A check
+# holds, or raises one of _FORMAT_ERRORS for a value that does not conform.
+_FORMAT_CHECKS: dict[str, Callable[[object], bool]] = {
+    "byte": _check_byte, "int32": _check_int(32), "int64": _check_int(64)}
+_FORMAT_ERRORS = (binascii.Error, ValueError)
+
+
+def _conforms(value: object, fmt: str) -> bool:
+    """What jsonschema's checker (`_format_checker`) says of `value`: an unknown format holds."""
+    check = _FORMAT_CHECKS.get(fmt)
+    if check is None:
+        return True
+    try:
+        return bool(check(value))
+    except _FORMAT_ERRORS:
+        return False
+
+
+@functools.cache
+def _jsonschema() -> Any:
+    """The jsonschema package, imported at its first use."""
+    import jsonschema  # type: ignore[import-untyped]
+    import jsonschema.validators  # type: ignore[import-untyped]
+
+    return jsonschema
+
+
+@functools.cache
+def _format_checker() -> Any:
+    """jsonschema's format checker with the same checks as `_conforms`."""
+    checker = _jsonschema().FormatChecker(formats=())
+    for fmt, check in _FORMAT_CHECKS.items():
+        checker.checks(fmt, raises=_FORMAT_ERRORS)(check)
+    return checker
 
 
 def _type_union(branches: Any) -> list[str] | None:
@@ -127,11 +160,12 @@ _FAST = frozenset({"type", "properties", "additionalProperties", "items", "requi
                    "enum"})
 
 
-def _accepts(node: Any, slow: Any, memo: dict[int, _Predicate]) -> _Predicate:
+def _accepts(node: Any, slow: Callable[[], Any], memo: dict[int, _Predicate]) -> _Predicate:
     """A predicate true only of instances `node` accepts, ~20x faster than jsonschema's walk.
 
     It may refuse more than the schema does (then jsonschema decides), never less; nodes with
-    keywords it does not know are delegated to jsonschema whole.
+    keywords it does not know are delegated to jsonschema whole (to the validator `slow()`
+    makes, made when such a node first gets a value to decide).
     """
     if not isinstance(node, dict):
         return lambda x: node is not False
@@ -142,7 +176,7 @@ def _accepts(node: Any, slow: Any, memo: dict[int, _Predicate]) -> _Predicate:
     names = [declared] if isinstance(declared, str) else declared or []
     if (not set(node) <= _FAST or not set(names) <= _TYPES.keys()
             or not isinstance(node.get("items", {}), dict)):
-        found = slow.evolve(schema=node).is_valid
+        found = _delegated(node, slow)
     else:
         types = tuple(_TYPES[t] for t in names) if "type" in node else None
         # the value types a node's `type` takes without asking its predicates (most values)
@@ -178,16 +212,31 @@ def _accepts(node: Any, slow: Any, memo: dict[int, _Predicate]) -> _Predicate:
                         return False
             if has_enum and (tx, x) not in enum:
                 return False
-            return fmt is None or bool(_FORMATS.conforms(x, fmt))
+            return fmt is None or _conforms(x, fmt)
     memo[id(node)] = found
+    return found
+
+
+def _delegated(node: dict[str, Any], slow: Callable[[], Any]) -> _Predicate:
+    """jsonschema's verdict on `node`, its validator made at the first value it decides."""
+    made: list[_Predicate] = []
+
+    def found(x: Any) -> bool:
+        if not made:  # racing threads each make one: the same verdicts
+            made.append(slow().evolve(schema=node).is_valid)
+        return bool(made[0](x))
     return found
 
 
 @dataclass(frozen=True)
 class _Compiled:
     accepts: _Predicate  # the fast verdict
-    validator: Any  # jsonschema's, to explain a refusal
+    make_validator: Callable[[], Any]  # jsonschema's validator, to explain a refusal
     gvks: frozenset[tuple[str, str, str]] = frozenset()  # what a built-in schema file declares
+
+    @functools.cached_property
+    def validator(self) -> Any:
+        return self.make_validator()
 
 
 class _Catalog:
@@ -202,7 +251,7 @@ class _Catalog:
         self._inlined: dict[str, Any] = {}
         self._kinds: dict[str, _Compiled] = {}
         self._memo: dict[int, _Predicate] = {}  # ids of nodes kept alive by `_inlined`/`_kinds`
-        self._class: Any = None
+        self._dialect: Any = None  # the `$schema` of _definitions.json
 
     def compiled(self, api_version: str, kind: str) -> _Compiled | None:
         name, gvk = _schema_file(api_version, kind)
@@ -228,15 +277,24 @@ class _Catalog:
             meta = self._inline_def(_OBJECT_META, set())
         schema.setdefault("properties", {}).update(
             apiVersion={"type": "string"}, kind={"type": "string"}, metadata=meta)
-        validator = extend(self._class, crdrules.keywords())(schema, format_checker=_FORMATS)
+
+        @functools.cache
+        def validator() -> Any:
+            cls = _jsonschema().validators.extend(self._base_class(), crdrules.keywords())
+            return cls(schema, format_checker=_format_checker())
         # A memo of its own: this schema dies with the push, and ids are reused.
         return _Compiled(_accepts(schema, validator, {}), validator)
 
     def _definitions(self) -> dict[str, Any]:
         if not self._defs:
             raw = json.loads((self._dir / "_definitions.json").read_text(encoding="utf-8"))
-            self._class, self._defs = validator_for(raw), raw["$defs"]
+            self._dialect, self._defs = raw.get("$schema"), raw["$defs"]
         return self._defs
+
+    def _base_class(self) -> Any:
+        """jsonschema's validator class for the dialect _definitions.json declares."""
+        self._definitions()
+        return _validator_class(self._dialect, None)
 
     def _compile(self, name: str) -> _Compiled:
         raw = json.loads((self._dir / name).read_text(encoding="utf-8"))
@@ -244,7 +302,12 @@ class _Catalog:
         gvks = frozenset((g.get("group", ""), g.get("version", ""), g.get("kind", ""))
                          for g in raw.get("x-kubernetes-group-version-kind", []))
         schema = self._inline(raw, set())
-        validator = validator_for(raw, default=self._class)(schema, format_checker=_FORMATS)
+        dialect = raw.get("$schema")
+
+        @functools.cache
+        def validator() -> Any:
+            cls = _validator_class(dialect, self._base_class())
+            return cls(schema, format_checker=_format_checker())
         memo = dict(self._memo)  # published only on success: a failed compile's nodes die
         accepts = _accepts(schema, validator, memo)
         self._memo = memo
@@ -276,6 +339,12 @@ class _Catalog:
         finally:
             expanding.discard(name)
         return result
+
+
+def _validator_class(dialect: Any, default: Any) -> Any:
+    """jsonschema's validator class for a schema whose `$schema` is `dialect` (None: none)."""
+    return _jsonschema().validators.validator_for(
+        {} if dialect is None else {"$schema": dialect}, **({} if default is None else {"default": default}))
 
 
 _CATALOGS: dict[str, _Catalog] = {}

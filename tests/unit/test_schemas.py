@@ -569,3 +569,35 @@ def test_the_fast_predicate_never_accepts_what_jsonschema_refuses(node: dict[str
             assert jsonschema.Draft202012Validator(node).is_valid(v), (node, v)
     # and it still accepts the plain values the schema takes (the fast path is the common one)
     assert any(accepts(v) for v in values) is (node != {"type": []})
+
+
+def test_jsonschema_is_imported_only_to_explain_a_refusal() -> None:
+    # ~0.06 s of every `pushgate validate`'s start-up, for what only a refusal needs
+    import subprocess
+    import sys
+
+    script = """
+import sys
+from pushgate.gate import schemas
+s = schemas.SchemaSet("1.37")
+ok = {"apiVersion": "v1", "kind": "ConfigMap", "metadata": {"name": "a"}, "data": {"k": "v"}}
+pod = {"apiVersion": "v1", "kind": "Pod", "metadata": {"name": "p"},
+       "spec": {"containers": [{"name": "c", "image": "nginx:1.27", "resources": {"limits": {"cpu": "1"}}}]}}
+crd = {"apiVersion": "apiextensions.k8s.io/v1", "kind": "CustomResourceDefinition",
+       "metadata": {"name": "ws.example.com"},
+       "spec": {"group": "example.com", "names": {"kind": "W", "plural": "ws"}, "scope": "Namespaced",
+                "versions": [{"name": "v1", "served": True, "storage": True, "schema": {"openAPIV3Schema": {
+                    "type": "object", "properties": {"spec": {"type": "object", "properties": {
+                        "size": {"type": "integer"}}}}}}}]}}
+for obj in (ok, pod):
+    assert s.validate(obj, path="m.yaml", line_of=lambda p: 1, ref="r") == [], obj
+w = {"apiVersion": "example.com/v1", "kind": "W", "metadata": {"name": "w"}, "spec": {"size": 3}}
+assert s.with_crds([crd]).validate(w, path="m.yaml", line_of=lambda p: 1, ref="r") == []
+print("clean", "jsonschema" in sys.modules)
+bad = dict(ok, data={"k": 1})
+found = s.validate(bad, path="m.yaml", line_of=lambda p: 1, ref="r")
+print("refused", "jsonschema" in sys.modules, [v.rule for v in found])
+"""
+    out = subprocess.run([sys.executable, "-c", script], capture_output=True, text=True, timeout=60,
+                         check=True).stdout.splitlines()
+    assert out == ["clean False", "refused True ['schema:data.k']"]
