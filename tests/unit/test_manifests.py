@@ -764,6 +764,32 @@ def test_is_manifest_path(
         assert manifests.is_manifest_path(path, include, exclude) is expected
 
 
+def test_is_manifest_path_matches_as_fnmatchcase_per_pattern() -> None:
+    # the patterns are matched as one expression: the same answers as fnmatchcase one by one
+    import fnmatch
+    import itertools
+    import posixpath
+
+    def one_by_one(path: str, include: tuple[str, ...], exclude: tuple[str, ...]) -> bool:
+        if not any(fnmatch.fnmatchcase(posixpath.basename(path), p) for p in include):
+            return False
+        parts = path.split("/")
+        prefixes = ["/".join(parts[:n]) for n in range(1, len(parts) + 1)]
+        return not any(fnmatch.fnmatchcase(pr, p.rstrip("/")) for p in exclude for pr in prefixes)
+
+    names = ["a.yaml", "b.yml", "c.json", "d.txt", "x.tmpl.yaml", "[x].yaml", "Y.YAML", "e.yaml\n",
+             "f.ya?l", ".hidden.yaml"]
+    dirs = ["", "docs/", "apps/web/", "docs/sub/", "a*b/", "[d]/", "a|b/"]
+    includes = [("*.yaml", "*.yml", "*.json"), ("*",), ("*.ya?l",), ("[a-c].*",), ("[!a]*",), (),
+                ("a.yaml|b.yml",)]
+    excludes = [(), ("docs",), ("docs/",), ("*.tmpl.yaml",), ("apps/*",), ("[d]",), ("a*b", "docs/sub"),
+                ("a|b",)]
+    for d, name, include, exclude in itertools.product(dirs, names, includes, excludes):
+        path = d + name
+        assert manifests.is_manifest_path(path, include, exclude) is one_by_one(path, include, exclude), (
+            path, include, exclude)
+
+
 # --- hostile input never raises ----------------------------------------------------------
 
 
