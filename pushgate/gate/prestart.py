@@ -27,9 +27,11 @@ import threading
 from pushgate.gate import regofiles
 
 _compiler: subprocess.Popen[str] | None = None
-# The modules the prestarted compiler was sent ([[path, source], ...]), and what sends them.
+# The modules the prestarted compiler was sent ([[path, source], ...]), and what sends them
+# (it says whether they were sent whole).
 _sent: list[list[str]] | None = None
 _sender: threading.Thread | None = None
+_delivered: list[bool] = []
 _engines: list[subprocess.Popen[bytes]] = []
 _lock = threading.Lock()
 
@@ -71,8 +73,10 @@ def plan_ahead(directory: str) -> None:
                 stdin.write(line)
                 stdin.flush()
             except (OSError, ValueError):
-                pass  # the worker died: the loader's read says so
+                return  # the worker died: the loader gets a compiler of its own
+            _delivered.append(True)
 
+        _delivered.clear()
         _sent, _sender = modules, threading.Thread(target=send, name="plan-ahead", daemon=True)
         _sender.start()
 
@@ -87,7 +91,7 @@ def take_compiler(modules: list[list[str]]) -> tuple[subprocess.Popen[str], bool
     if proc is not None and sent is not None:
         if sender is not None:
             sender.join()
-        if sent == modules:  # its answer, or its crash, is the one these modules get
+        if sent == modules and _delivered:  # its answer, or its crash, is these modules'
             return proc, True
         proc.kill()  # planning other modules: not worth waiting for
         proc.communicate()

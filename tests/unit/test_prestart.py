@@ -27,6 +27,7 @@ def nothing_prestarted() -> Iterator[None]:
     if prestart._sender is not None:
         prestart._sender.join()
     prestart._compiler, prestart._engines[:], prestart._sent, prestart._sender = None, [], None, None
+    prestart._delivered.clear()
     for proc in procs:
         proc.kill()
         proc.communicate()
@@ -105,6 +106,17 @@ def test_a_refusal_reads_the_same_through_a_plan_asked_for_ahead(
         policies.load(str(bad))
     assert str(ahead.value) == str(direct.value) and str(direct.value).startswith(
         "the policies do not compile: ")
+
+
+def test_a_plan_that_could_not_be_asked_for_ahead_is_compiled_afresh(tmp_path: Path) -> None:
+    d = samples.write_tree(tmp_path, {"checks.rego": CLEAN})
+    prestart.start()
+    dead = prestart._compiler
+    assert dead is not None
+    dead.kill()
+    dead.wait()
+    prestart.plan_ahead(str(d))  # the write fails: nothing was asked
+    assert list(policies.load(str(d)).entrypoints) == ["team/checks/deny"]
 
 
 def test_no_plan_is_asked_for_ahead_where_gatekeeper_templates_may_join(tmp_path: Path) -> None:
