@@ -671,7 +671,7 @@ def _validate(args: argparse.Namespace) -> int:
 
             engine = EmbeddedEngine(source.policy_set)
             engines.append(engine)
-            with contextlib.suppress(policies.EngineUnavailable, OSError):
+            with contextlib.suppress(Exception):
                 engine.start()
 
     loader = threading.Thread(target=load, name="policy-load", daemon=True)
@@ -693,7 +693,12 @@ def _validate(args: argparse.Namespace) -> int:
     if args.verbose:
         for line in source.describe():
             print(f"pushgate: {line}", file=sys.stderr)
-    engine = OpaServerEngine(args.opa_url, policy_set) if args.opa_url else engines[0]
+    if args.opa_url:
+        engine: policies.PolicyEngine = OpaServerEngine(args.opa_url, policy_set)
+    else:
+        from pushgate.gate.embedded import EmbeddedEngine
+
+        engine = engines[0] if engines else EmbeddedEngine(policy_set)
     config = gatemod.GateConfig(build=cfg.build, missing_schema=cfg.gate.missing_schema,
                                 timeout=cfg.gate.timeout)
     try:
