@@ -8,12 +8,12 @@ runs on the core the command's own imports leave idle. A worker waits on its std
 first request, and exits when this process does (its stdin closes). Imports only the standard
 library: whatever this module costs to import delays the start it exists for.
 
-Given the policy directory the command will most likely load (`plan_ahead`), the compiler is also sent that
-directory's modules at once: it compiles them while the command imports the gate (~0.2 s of
-each on its own core), instead of after. The plan is used only when the modules the loader asks
-for are exactly those sent (`regofiles` lists them for both); any other request gets a compiler
-of its own, so a wrong guess costs time, never a wrong plan. A directory with Gatekeeper files
-is not guessed: the loader adds the templates' modules, which only it can make.
+Given the policy directory the command will most likely load (`plan_ahead`), the compiler is
+also sent that directory's modules at once: it compiles them while the command imports the gate
+(~0.2 s of each on its own core), instead of after. The plan is used only when the modules the
+loader asks for are exactly those sent (`regofiles` lists them for both); any other request gets
+a compiler of its own, so a wrong guess costs time, never a wrong plan. A directory with
+Gatekeeper files is not guessed: the loader adds the templates' modules, which only it can make.
 """
 
 from __future__ import annotations
