@@ -54,6 +54,10 @@ CONDITIONS = [
     'walk(input, [p, v])\n\tv == "nginx"', 'input.metadata.annotations == {{"a": "b"}}',
     'object.get(input.metadata, ["labels", "app"], "") == "web"', "lib.whole.status",
     'some k in object.keys(input)\n\tk == "items"',
+    # reads through functions' arguments: what the body reads of what each call hands it
+    'lib.ident(input.metadata).name == "web"', "lib.spec_of(input).replicas == 2",
+    "count(lib.names(input.spec.containers)) > 0", 'lib.labelled(input, "app")',
+    'lib.field(lib.ident(input.extra), "y") == 3', "lib.whole_of(lib.ident(input.more)) > 1",
 ]
 
 LIB = """package lib
@@ -79,6 +83,16 @@ parsed := yaml.unmarshal(input.data.k) if kind == "Pod"
 field(obj, name) := obj[name]
 
 deep(x) := x.template.spec.replicas
+
+ident(x) := x
+
+spec_of(o) := ident(o).spec
+
+names(xs) := [n | some c in xs; n := c.name]
+
+labelled(o, k) if o.metadata.labels[k]
+
+whole_of(x) := count(x)
 
 whole := input
 """
