@@ -50,8 +50,10 @@ quantity(value) if {
 
 quantity(value) if is_number(value)
 
-# Whether the container sets the quantity at `path` under its resources.
+# Whether the container sets the quantity at `path` (["requests", "cpu"], ...) under its
+# resources. A lookup, not object.get: the engine then hands rego-cpp only the four quantities
+# of each container, not the whole container (pushgate.gate.inputpaths).
 is_set(container, path) if {
-	value := object.get(container, array.concat(["resources"], path), null)
+	value := container.resources[path[0]][path[1]]
 	quantity(value)
 }
