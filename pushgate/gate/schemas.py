@@ -231,10 +231,10 @@ def _delegated(node: dict[str, Any], slow: Callable[[], Any]) -> _Predicate:
 @dataclass(frozen=True)
 class _Compiled:
     accepts: _Predicate  # the fast verdict
-    make_validator: Callable[[], Any]  # jsonschema's validator, to explain a refusal
+    make_validator: Callable[[], Any]  # jsonschema's validator (made once), to explain a refusal
     gvks: frozenset[tuple[str, str, str]] = frozenset()  # what a built-in schema file declares
 
-    @functools.cached_property
+    @property
     def validator(self) -> Any:
         return self.make_validator()
 
